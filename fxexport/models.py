@@ -53,6 +53,7 @@ __all__ = [
     "weights_sha256",
     "model_info",
     "model_from_info",
+    "extractor_from_info",
     "default_input_shape",
     "parse_model_kwargs",
     "resolve_leaf_modules",
@@ -422,19 +423,25 @@ def model_info(
     kwargs: dict[str, Any] | None = None,
     weights: str | os.PathLike | None = None,
     seed: int = 0,
+    leaf_modules: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The manifest's ``model`` entry: enough to rebuild the reference model later.
 
-    ``{"spec": ..., "kwargs": {...}, "weights_sha256": "..." or None, "seed": ...}``;
-    pass it as ``model_info=`` to ``export_onnx`` / ``export_torchscript`` and rebuild
-    with :func:`model_from_info`.
+    ``{"spec": ..., "kwargs": {...}, "weights_sha256": "..." or None, "seed": ...}``,
+    plus ``"leaf_modules": ["Gate", ...]`` (class names, see :func:`resolve_leaf_modules`)
+    when the model needs leaf modules to trace. Pass it as ``model_info=`` to
+    ``export_onnx`` / ``export_torchscript``; rebuild with :func:`model_from_info`
+    (and :func:`extractor_from_info` for the extractor).
     """
-    return {
+    info = {
         "spec": spec,
         "kwargs": dict(kwargs or {}),
         "weights_sha256": weights_sha256(weights) if weights is not None else None,
         "seed": seed,
     }
+    if leaf_modules:
+        info["leaf_modules"] = list(leaf_modules)
+    return info
 
 
 def model_from_info(info: dict[str, Any], *, weights: str | os.PathLike | None = None) -> nn.Module:
@@ -463,6 +470,29 @@ def model_from_info(info: dict[str, Any], *, weights: str | os.PathLike | None =
                 f"exported with (sha256 {recorded[:12]}...)"
             )
     return load_model(spec, kwargs=info.get("kwargs") or {}, weights=weights, seed=int(info.get("seed", 0) or 0))
+
+
+def extractor_from_info(
+    info: dict[str, Any],
+    nodes: dict[str, str],
+    *,
+    weights: str | os.PathLike | None = None,
+    mode: str = "eval",
+):
+    """Rebuild the eager extractor an artifact was exported from.
+
+    ``info`` is the manifest's ``model`` entry, ``nodes`` its node -> output map; the
+    leaf modules recorded in ``info`` are used for tracing. Returns the extractor in
+    ``mode`` ("eval" or "train").
+    """
+    from fxexport.extractor import create_feature_extractor
+
+    if not nodes:
+        raise InvalidInputError("the artifact records no node map; pass the nodes explicitly (--node NODE=NAME)")
+    model = model_from_info(info, weights=weights)
+    leaves = resolve_leaf_modules(model, info.get("leaf_modules") or [])
+    extractor = create_feature_extractor(model, dict(nodes), leaf_modules=leaves or None)
+    return extractor.train(mode == "train")
 
 
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
