@@ -1,0 +1,735 @@
+"""The ``fxexport`` command line: parse, call the library, print. No logic of its own.
+
+Commands: ``nodes``, ``export``, ``verify``, ``inspect``, ``demo``. Every command has
+``--help`` with an example, ``--json`` / ``--quiet`` for scripts and ``--debug`` for
+tracebacks. Errors are one line on stderr, ``fxexport: error: <message>``, exit code 2;
+a verification mismatch exits with 1.
+
+Adding a command: write ``add_<name>_parser(sub)`` (which calls ``_command(sub, ...)``
+with the handler) and ``cmd_<name>(args) -> int``, and append the add function to
+:data:`COMMANDS`.
+
+Example:
+    >>> main(["nodes", "torchvision:resnet18", "--filter", "^layer4.1", "--quiet"])
+    layer4.1.conv1
+    layer4.1.bn1
+    layer4.1.relu
+    layer4.1.conv2
+    layer4.1.bn2
+    layer4.1.add
+    layer4.1.relu_1
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+PROG = "fxexport"
+DEMO_OUT = "build/demo"
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+class CliError(Exception):
+    """A usage error found while parsing (printed like any other error, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line: ``fxexport: error: <message>``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        hint = f" (see '{self.prog} --help')"
+        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
+        raise SystemExit(2)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # a pipe or a log: rich's default of 80 columns would cut names
+        console.width = max(console.width, 160)
+    return console
+
+
+def _out(args) -> Any:
+    """The stdout console, or None when the command prints nothing but data."""
+    if getattr(args, "json", False) or getattr(args, "quiet", False):
+        return None
+    return _console()
+
+
+@contextlib.contextmanager
+def _step(args, message: str) -> Iterator[None]:
+    """A spinner on stderr while a slow step runs (silent with --quiet / --json / no tty)."""
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        yield
+        return
+    err = _console(stderr=True)
+    start = time.perf_counter()
+    if err.is_terminal:
+        with err.status(message):
+            yield
+    else:
+        yield
+    elapsed = time.perf_counter() - start
+    if elapsed >= 1.0:
+        err.print(f"[dim]{message.rstrip('.')} ({elapsed:.1f} s)[/dim]")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if not text:
+        return type(err).__name__
+    return text
+
+
+# ----------------------------------------------------------------------------- argument types
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    """``B,C,H,W`` (or ``BxCxHxW``) -> tuple of positive ints."""
+    parts = [p.strip() for p in re.split(r"[,x]", text.strip())] if text.strip() else []
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"malformed shape {text!r}: expected positive integers separated by commas, e.g. 1,3,224,224"
+        )
+    return tuple(int(p) for p in parts)
+
+
+def _node(text: str) -> tuple[str, str]:
+    """``NODE=NAME`` or ``NODE`` -> (node, output name)."""
+    node, sep, name = text.partition("=")
+    node, name = node.strip(), name.strip()
+    if not sep:
+        name = node
+    if not node or not name or "=" in name or any(c.isspace() for c in node + name):
+        raise argparse.ArgumentTypeError(
+            f"malformed --node {text!r}: expected NODE=NAME (e.g. layer1=feat1) or NODE (e.g. layer1)"
+        )
+    return node, name
+
+
+def _return_nodes(pairs: list[tuple[str, str]] | None) -> dict[str, str]:
+    nodes: dict[str, str] = {}
+    for node, name in pairs or []:
+        if node in nodes:
+            raise CliError(f"--node '{node}' is given twice")
+        if name in nodes.values():
+            raise CliError(f"output name '{name}' is used by two --node options; output names must be unique")
+        nodes[node] = name
+    return nodes
+
+
+DYNAMIC_DIMS = ("batch", "height", "width")
+
+
+def _dynamic(text: str) -> tuple[str, ...]:
+    dims = tuple(d.strip() for d in text.split(",") if d.strip())
+    bad = [d for d in dims if d not in DYNAMIC_DIMS]
+    if not dims or bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown dynamic dim {', '.join(map(repr, bad)) or repr(text)}: expected any of {', '.join(DYNAMIC_DIMS)}"
+        )
+    return dims
+
+
+def _regex(text: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"malformed --filter regex {text!r}: {err}") from None
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- shared options
+
+
+def _common(p: argparse.ArgumentParser, *, json_help: str = "print JSON on stdout (nothing else)") -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help=json_help)
+    g.add_argument("--quiet", "-q", action="store_true", help="print only the essentials (no tables, no progress)")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+
+
+def _model_options(p: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    if positional:
+        p.add_argument("model", metavar="MODEL",
+                       help="model spec: torchvision:NAME, timm:NAME, path/to/file.py[:callable] or package.module:callable")
+    g = p.add_argument_group("model")
+    if not positional:
+        g.add_argument("--model", metavar="MODEL", default=None,
+                       help="model spec (default: the one recorded in the artifact)")
+    g.add_argument("--model-kwargs", metavar="JSON", default=None,
+                   help="keyword arguments for the model builder, e.g. '{\"num_classes\": 10}'")
+    g.add_argument("--weights", metavar="FILE", default=None,
+                   help="state dict: .safetensors or torch.save file (loaded with weights_only=True); default: seeded random")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and example input (default 0)")
+    g.add_argument("--leaf-module", metavar="CLASS", action="append", default=[],
+                   help="module class not to trace into (control flow on tensor values); repeatable")
+
+
+def _input_shape_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", metavar="B,C,H,W", type=_shape, default=None,
+                   help="example input shape (default: the model's own, else 1,3,224,224)")
+
+
+def _command(sub, name: str, handler: Callable, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name, help=help, description=(description or help) + "\n\nexample:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _load(args):
+    """(model, leaf classes, model_info) from the model options."""
+    from fxexport.models import load_model, model_info, parse_model_kwargs, resolve_leaf_modules
+
+    kwargs = parse_model_kwargs(args.model_kwargs)
+    with _step(args, f"Building {args.model}..."):
+        model = load_model(args.model, kwargs=kwargs, weights=args.weights, seed=args.seed)
+    leaves = resolve_leaf_modules(model, args.leaf_module)
+    info = model_info(args.model, kwargs=kwargs, weights=args.weights, seed=args.seed, leaf_modules=args.leaf_module)
+    return model, leaves, info
+
+
+def _example_input(args, model):
+    import torch
+
+    from fxexport.models import default_input_shape
+
+    shape = args.input_shape or default_input_shape(model)
+    gen = torch.Generator().manual_seed(args.seed)
+    return torch.randn(*shape, generator=gen)
+
+
+def _size(path: str | Path) -> str:
+    n = Path(path).stat().st_size
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def _fmt_shape(shape: Any) -> str:
+    if shape is None:
+        return ""
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k}: {_fmt_shape(v)}" for k, v in shape.items()) + "}"
+    if shape and isinstance(shape[0], list):
+        return "(" + ", ".join(_fmt_shape(s) for s in shape) + ")"
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+def add_nodes_parser(sub) -> None:
+    p = _command(
+        sub, "nodes", cmd_nodes, "list a model's graph node names (the names --node takes)",
+        """fxexport nodes torchvision:resnet18 --shapes --filter '^layer[1-4]$|relu_1$'
+fxexport nodes models/train_eval.py:build --mode both --tree
+fxexport nodes models/needs_leaf.py:build --leaf-module Gate --json""",
+        "List the node names of a model's FX graph in execution order. Nodes that exist only "
+        "in train or only in eval mode are marked.",
+    )
+    _model_options(p)
+    p.add_argument("--mode", choices=("train", "eval", "both"), default="both",
+                   help="which graph to list (default both: eval order, train-only nodes marked)")
+    p.add_argument("--shapes", action="store_true",
+                   help="run the graph once on an example input and show each node's shape, dtype and op")
+    _input_shape_option(p)
+    p.add_argument("--filter", metavar="REGEX", type=_regex, default=None, help="only nodes whose name matches REGEX")
+    p.add_argument("--tree", action="store_true", help="group nodes by module path")
+    _common(p, json_help='print {"train": [...], "eval": [...]} (with shapes when asked)')
+
+
+def cmd_nodes(args) -> int:
+    from fxexport.describe import describe_nodes, merge_node_lists, node_tree
+
+    model, leaves, _ = _load(args)
+    example = _example_input(args, model) if args.shapes else None
+    modes = ("train", "eval") if args.mode == "both" else (args.mode,)
+    per_mode = {}
+    with _step(args, "Tracing" + (" and running" if args.shapes else "") + f" ({', '.join(modes)})..."):
+        for mode in modes:
+            per_mode[mode] = describe_nodes(model, example, mode=mode, leaf_modules=leaves or None)
+    keep = (lambda n: bool(args.filter.search(n))) if args.filter else (lambda n: True)
+
+    if args.json:
+        _print_json({mode: [i.to_dict() if args.shapes else i.name for i in infos if keep(i.name)]
+                     for mode, infos in per_mode.items()})
+        return 0
+
+    if args.mode == "both":
+        by_name = {i.name: i for i in per_mode["train"]}
+        by_name.update({i.name: i for i in per_mode["eval"]})
+        merged = merge_node_lists([i.name for i in per_mode["train"]], [i.name for i in per_mode["eval"]])
+        rows = [(name, by_name[name], where) for name, where in merged]
+    else:
+        rows = [(i.name, i, args.mode) for i in per_mode[args.mode]]
+    rows = [r for r in rows if keep(r[0])]
+    mark = {"both": "", "train": "train only", "eval": "eval only"} if args.mode == "both" else {args.mode: ""}
+
+    if args.quiet:
+        for name, _, where in rows:
+            sys.stdout.write(name + (f"\t{mark[where]}" if mark[where] else "") + "\n")
+        return 0
+
+    console = _console()
+    if args.tree:
+        from rich.tree import Tree
+
+        def label(part, payload):
+            if payload is None:
+                return f"[bold]{part}[/bold]"
+            info, where = payload
+            bits = [part]
+            if args.shapes:
+                bits.append(f"[cyan]{_fmt_shape(info.shape) or info.value or ''}[/cyan] [dim]{info.op}[/dim]")
+            if mark[where]:
+                bits.append(f"[yellow]({mark[where]})[/yellow]")
+            return " ".join(bits)
+
+        def grow(branch, tnode):
+            for child in tnode.children.values():
+                grow(branch.add(label(child.label, child.info)), child)
+
+        tree = Tree(f"[bold]{args.model}[/bold]")
+        grow(tree, node_tree((name, (info, where)) for name, info, where in rows))
+        console.print(tree)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{args.model}: {len(rows)} nodes", title_justify="left")
+        table.add_column("#", justify="right", style="dim")
+        table.add_column("node", no_wrap=True)
+        if args.shapes:
+            table.add_column("op", style="dim")
+            table.add_column("shape", style="cyan")
+            table.add_column("dtype", style="dim")
+        if any(mark[w] for _, _, w in rows):
+            table.add_column("mode", style="yellow")
+        for idx, (name, info, where) in enumerate(rows):
+            cells = [str(idx), name]
+            if args.shapes:
+                cells += [info.op, _fmt_shape(info.shape) or (info.value or ""), info.dtype or ""]
+            if any(mark[w] for _, _, w in rows):
+                cells.append(mark[where])
+            table.add_row(*cells)
+        console.print(table)
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def add_export_parser(sub) -> None:
+    p = _command(
+        sub, "export", cmd_export, "export a multi-output extractor to ONNX and/or TorchScript with named outputs",
+        """fxexport export torchvision:resnet18 --node layer1=feat1 --node layer4=feat4 \\
+    --dynamic batch --onnx out/resnet18.onnx --torchscript out/resnet18.pt --verify""",
+        "Build an extractor returning the given nodes and export it; graph outputs are named "
+        "after the output names. Nothing is written when something fails.",
+    )
+    _model_options(p)
+    p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", required=True,
+                   help="a node to return (name from `fxexport nodes`), optionally renamed; repeatable")
+    _input_shape_option(p)
+    g = p.add_argument_group("formats")
+    g.add_argument("--onnx", metavar="FILE", default=None, help="write an ONNX model here")
+    g.add_argument("--torchscript", metavar="FILE", default=None, help="write a TorchScript archive here")
+    g.add_argument("--dynamic", metavar="DIMS", type=_dynamic, default=None,
+                   help="dims that may vary at run time: batch[,height,width]")
+    g.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    g.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="ONNX exporter (default auto: the one that works, fastest first)")
+    g.add_argument("--ts-method", choices=("auto", "script", "trace"), default="auto",
+                   help="TorchScript method (default auto: script, else trace)")
+    v = p.add_argument_group("verification")
+    v.add_argument("--verify", action="store_true", help="verify the artifacts against the eager extractor afterwards")
+    _tolerance_options(v)
+    _common(p, json_help="print the manifests (and verification report) as JSON")
+
+
+def _tolerance_options(g) -> None:
+    g.add_argument("--atol", type=_nonneg_float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    g.add_argument("--rtol", type=_nonneg_float, default=1e-3, help="relative tolerance (default 1e-3)")
+    g.add_argument("--n-inputs", type=_positive_int, default=3, help="random inputs to compare on (default 3)")
+
+
+def _print_manifest_outputs(console, manifest, path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{path}  ({_size(path)}, {manifest.format}"
+                        f"{', ' + manifest.exporter if manifest.exporter else ''}"
+                        f"{', opset ' + str(manifest.opset) if manifest.opset else ''})",
+                  title_justify="left")
+    table.add_column("", style="dim")
+    table.add_column("name", style="bold")
+    table.add_column("shape", style="cyan")
+    table.add_column("dtype", style="dim")
+    table.add_column("node", style="dim")
+    node_of = {}
+    for node, out in manifest.nodes.items():
+        node_of[out] = node
+    for spec in manifest.inputs:
+        table.add_row("input", spec.name, _fmt_shape(spec.shape), spec.dtype, "")
+    for spec in manifest.outputs:
+        top = spec.name if spec.name in node_of else spec.name.split(".", 1)[0]
+        table.add_row("output", spec.name, _fmt_shape(spec.shape), spec.dtype, node_of.get(spec.name, node_of.get(top, "")))
+    console.print(table)
+
+
+def _report(args, report, console) -> int:
+    if args.json:
+        return 0 if report.ok else 1
+    if console is not None:
+        console.print(report)
+    elif not report.ok:
+        _console(stderr=True).print(report)
+    if args.quiet:
+        sys.stdout.write(("ok" if report.ok else "MISMATCH") + "\n")
+    return 0 if report.ok else 1
+
+
+def cmd_export(args) -> int:
+    import fxexport
+    from fxexport.extractor import create_feature_extractor
+
+    if not args.onnx and not args.torchscript:
+        raise CliError("nothing to write: give --onnx FILE and/or --torchscript FILE")
+    nodes = _return_nodes(args.node)
+    model, leaves, info = _load(args)
+    with _step(args, "Tracing..."):
+        extractor = create_feature_extractor(model, nodes, leaf_modules=leaves or None).eval()
+    example = (_example_input(args, model),)
+    manifests = {}
+    if args.onnx:
+        with _step(args, f"Exporting ONNX to {args.onnx}..."):
+            manifests[args.onnx] = fxexport.export_onnx(
+                extractor, example, args.onnx, dynamic=args.dynamic, opset=args.opset,
+                exporter=args.exporter, model_info=info)
+    if args.torchscript:
+        with _step(args, f"Exporting TorchScript to {args.torchscript}..."):
+            manifests[args.torchscript] = fxexport.export_torchscript(
+                extractor, example, args.torchscript, method=args.ts_method, model_info=info)
+    console = _out(args)
+    if console is not None:
+        for path, manifest in manifests.items():
+            _print_manifest_outputs(console, manifest, path)
+    elif args.quiet:
+        for path in manifests:
+            sys.stdout.write(f"{path}\n")
+    report = None
+    if args.verify:
+        with _step(args, f"Verifying on {args.n_inputs} inputs..."):
+            report = fxexport.verify(list(manifests), extractor, n_inputs=args.n_inputs,
+                                     rtol=args.rtol, atol=args.atol, seed=args.seed)
+    if args.json:
+        data = {"artifacts": {p: m.to_dict() for p, m in manifests.items()}}
+        if report is not None:
+            data["verify"] = report.to_dict()
+        _print_json(data)
+    return _report(args, report, console) if report is not None else 0
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+def add_verify_parser(sub) -> None:
+    p = _command(
+        sub, "verify", cmd_verify, "check exported artifacts against the eager extractor, output by output",
+        """fxexport verify out/resnet18.onnx out/resnet18.pt
+fxexport verify out/model.onnx --weights model.safetensors --atol 1e-5 --report report.json
+fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --node layer4=feat4""",
+        "Run each artifact in its runtime (onnxruntime for .onnx, torch.jit for TorchScript) and the "
+        "eager extractor on the same inputs; compare every output. Exit 0 when all pass, 1 on a mismatch. "
+        "The model and nodes are read from the artifact's manifest unless --model/--node are given.",
+    )
+    p.add_argument("artifacts", metavar="ARTIFACT", nargs="+", help=".onnx or TorchScript file written by fxexport")
+    _model_options(p, positional=False)
+    p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", default=None,
+                   help="with --model: the nodes the artifact returns; repeatable")
+    _tolerance_options(p)
+    p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
+    _common(p, json_help="print the report as JSON")
+
+
+def cmd_verify(args) -> int:
+    import fxexport
+    from fxexport._io import atomic_path
+
+    extractor = None
+    if args.model:
+        from fxexport.extractor import create_feature_extractor
+
+        if not args.node:
+            raise CliError("--model needs the nodes the artifact returns: --node NODE=NAME (repeatable)")
+        nodes = _return_nodes(args.node)
+        model, leaves, _ = _load(args)
+        with _step(args, "Tracing..."):
+            extractor = create_feature_extractor(model, nodes, leaf_modules=leaves or None).eval()
+    elif args.node:
+        raise CliError("--node needs --model (without them the model and nodes come from the manifest)")
+    elif args.model_kwargs or args.leaf_module:
+        raise CliError("--model-kwargs and --leaf-module need --model (the manifest records its own)")
+    with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
+        report = fxexport.verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
+                                 n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
+                                 weights=args.weights if extractor is None else None)
+    if args.report:
+        with atomic_path(args.report) as tmp:
+            tmp.write_text(report.to_json())
+    if args.json:
+        _print_json(report.to_dict())
+    return _report(args, report, _out(args))
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def add_inspect_parser(sub) -> None:
+    p = _command(
+        sub, "inspect", cmd_inspect, "show what an exported artifact says about itself",
+        "fxexport inspect out/resnet18.onnx\nfxexport inspect out/resnet18.pt --json",
+        "Show the manifest, inputs and outputs with shapes, file size, opset and exporter of an .onnx or "
+        "TorchScript file. A file fxexport did not write is shown as far as it can be read, then exit 2.",
+    )
+    p.add_argument("artifact", metavar="ARTIFACT", help=".onnx or TorchScript file")
+    _common(p, json_help="print the description as JSON")
+
+
+def cmd_inspect(args) -> int:
+    from fxexport.describe import describe_artifact
+
+    with _step(args, f"Reading {args.artifact}..."):
+        info = describe_artifact(args.artifact)
+    if args.json:
+        _print_json(info)
+    elif args.quiet:
+        for o in info["outputs"]:
+            sys.stdout.write(f"{o['name']}\t{_fmt_shape(o['shape'])}\t{o['dtype']}\n")
+    else:
+        from rich.table import Table
+
+        console = _console()
+        m = info["manifest"] or {}
+        facts = dict(info["facts"])
+        head = Table.grid(padding=(0, 2))
+        head.add_column(style="dim")
+        head.add_column()
+        head.add_row("file", f"{info['path']} ({_size(info['path'])})")
+        head.add_row("format", str(info["format"] or "?"))
+        for key in ("exporter", "opset", "mode"):
+            if m.get(key) is not None:
+                head.add_row(key, str(m[key]))
+        if not m.get("opset") and facts.get("opset"):
+            head.add_row("opset", str(facts.pop("opset")))
+        facts.pop("opset", None)
+        if m.get("dynamic"):
+            head.add_row("dynamic", ", ".join(m["dynamic"]))
+        if m.get("model"):
+            model = m["model"]
+            head.add_row("model", str(model.get("spec")) + (f" {json.dumps(model['kwargs'])}" if model.get("kwargs") else ""))
+            if model.get("weights_sha256"):
+                head.add_row("weights", f"sha256 {model['weights_sha256']}")
+        if m.get("versions"):
+            head.add_row("versions", ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items())))
+        for key, value in facts.items():
+            head.add_row(key.replace("_", " "), str(value))
+        console.print(head)
+        node_of = {out: node for node, out in (m.get("nodes") or {}).items()}
+        table = Table(title_justify="left")
+        table.add_column("", style="dim")
+        table.add_column("name", style="bold")
+        table.add_column("shape", style="cyan")
+        table.add_column("dtype", style="dim")
+        if node_of:
+            table.add_column("node", style="dim")
+        for kind, specs in (("input", info["inputs"]), ("output", info["outputs"])):
+            for s in specs:
+                row = [kind, str(s["name"] if s["name"] is not None else "?"), _fmt_shape(s["shape"]) or "?", s["dtype"]]
+                if node_of:
+                    name = str(s["name"])
+                    row.append(node_of.get(name, node_of.get(name.split(".", 1)[0], "")) if kind == "output" else "")
+                table.add_row(*row)
+        console.print(table)
+    if info["error"]:
+        raise CliError(info["error"])
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+DEMO_MODEL = "torchvision:resnet18"
+DEMO_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4", "fc": "logits"}
+
+
+def add_demo_parser(sub) -> None:
+    p = _command(
+        sub, "demo", cmd_demo, "run the whole job on a built-in model (no download)",
+        f"fxexport demo --out {DEMO_OUT}",
+        f"On {DEMO_MODEL} with seeded random weights: list a few nodes with shapes, export layer1..layer4 "
+        "and the logits as named outputs to ONNX and TorchScript, verify both, print the table.",
+    )
+    p.add_argument("--out", metavar="DIR", default=DEMO_OUT, help=f"where to write the artifacts (default {DEMO_OUT})")
+    _common(p, json_help="print the manifests and the verification report as JSON")
+
+
+def cmd_demo(args) -> int:
+    import fxexport
+    from fxexport.describe import describe_nodes
+    from fxexport.extractor import create_feature_extractor
+    from fxexport.models import load_model, model_info
+
+    console = _out(args)
+    start = time.perf_counter()
+    if console is not None:
+        console.rule(f"[bold]fxexport demo[/bold]: {DEMO_MODEL}, seeded random weights")
+    with _step(args, f"Building {DEMO_MODEL}..."):
+        model = load_model(DEMO_MODEL, seed=0)
+    import torch
+
+    example = (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
+    with _step(args, "Tracing and running the graph once..."):
+        infos = describe_nodes(model, example[0][:1])
+    if console is not None:
+        from rich.table import Table
+
+        shown = [i for i in infos if i.name in ("x", "conv1", "maxpool", *DEMO_NODES)
+                 or i.name in [f"{n}.1.relu_1" for n in DEMO_NODES]]
+        table = Table(title=f"1. nodes ({len(infos)} in the eval graph; `fxexport nodes {DEMO_MODEL}` lists all)",
+                      title_justify="left")
+        for col, style in (("node", "bold"), ("op", "dim"), ("shape", "cyan")):
+            table.add_column(col, style=style)
+        for i in shown:
+            table.add_row(i.name, i.op, _fmt_shape(i.shape))
+        console.print(table)
+        console.print("2. extractor: " + ", ".join(f"{n} -> [bold]{o}[/bold]" for n, o in DEMO_NODES.items()))
+    extractor = create_feature_extractor(model, DEMO_NODES).eval()
+    out_dir = Path(args.out)
+    info = model_info(DEMO_MODEL, seed=0)
+    onnx_path, ts_path = out_dir / "resnet18_features.onnx", out_dir / "resnet18_features.pt"
+    manifests = {}
+    with _step(args, f"Exporting ONNX to {onnx_path}..."):
+        manifests[str(onnx_path)] = fxexport.export_onnx(extractor, example, onnx_path, dynamic=("batch",),
+                                                         model_info=info)
+    with _step(args, f"Exporting TorchScript to {ts_path}..."):
+        manifests[str(ts_path)] = fxexport.export_torchscript(extractor, example, ts_path, model_info=info)
+    if console is not None:
+        console.print("3. exported:")
+        for path, manifest in manifests.items():
+            _print_manifest_outputs(console, manifest, path)
+    with _step(args, "Verifying both in onnxruntime / torch.jit..."):
+        report = fxexport.verify(list(manifests), extractor, n_inputs=3)
+    if args.json:
+        _print_json({"artifacts": {p: m.to_dict() for p, m in manifests.items()}, "verify": report.to_dict()})
+        return 0 if report.ok else 1
+    if console is not None:
+        console.print("4. verification (eager extractor vs each runtime):")
+    code = _report(args, report, console)
+    if console is not None:
+        console.print(f"\nfiles: [bold]{onnx_path}[/bold], [bold]{ts_path}[/bold]   "
+                      f"(try `fxexport inspect {onnx_path}`)   [dim]{time.perf_counter() - start:.1f} s[/dim]")
+    return code
+
+
+# ----------------------------------------------------------------------------- main
+
+#: One ``add_<name>_parser(sub)`` per command, in the order ``--help`` lists them.
+COMMANDS: list[Callable] = [
+    add_nodes_parser,
+    add_export_parser,
+    add_verify_parser,
+    add_inspect_parser,
+    add_demo_parser,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fxexport import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Turn a PyTorch model into a multi-output feature extractor, export it with named "
+                    "outputs, and verify the export.",
+        epilog="example:\n  fxexport demo\n  fxexport nodes torchvision:resnet18 --shapes\n"
+               "  fxexport export torchvision:resnet18 --node layer1=feat1 --node layer4=feat4 --onnx r18.onnx --verify\n\n"
+               "`fxexport COMMAND --help` shows each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``fxexport`` and ``python -m fxexport``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        sys.stderr.write(f"{PROG}: error: no command given\n")
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `fxexport nodes ... | head`
+        return 0
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --debug)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        from fxexport.errors import FxExportError
+
+        known = isinstance(err, (FxExportError, CliError, ValueError, FileNotFoundError, ImportError))
+        message = _one_line(err) if known else f"{type(err).__name__}: {_one_line(err)}"
+        if type(err).__name__ == "TraceError" and "leaf_modules=" in message:
+            message += " (on the command line: --leaf-module CLASS)"
+        hint = "" if args.debug or known else " (run with --debug for the traceback)"
+        sys.stderr.write(f"{PROG}: error: {message}{hint}\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
