@@ -27,6 +27,7 @@ from fxexport.errors import (  # noqa: E402
 from fxexport.manifest import Manifest, TensorSpec, read_manifest  # noqa: E402
 from fxexport.tracing import LeafModuleAwareTracer, NodePathTracer  # noqa: E402
 from fxexport.extractor import create_feature_extractor, get_graph_node_names  # noqa: E402
+from fxexport.verify import OutputCheck, VerifyReport, verify  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -44,4 +45,7 @@ __all__ = [
     "NodePathTracer",
     "create_feature_extractor",
     "get_graph_node_names",
+    "verify",
+    "VerifyReport",
+    "OutputCheck",
 ]
