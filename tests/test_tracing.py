@@ -206,7 +206,7 @@ def test_torchvision_ops_modules_are_leaves_and_math_is_wrapped_by_default():
 
 
 def test_timm_registered_no_trace_modules_are_honoured_without_listing_them():
-    timm = pytest.importorskip("timm", reason="timm is part of the test extra")
+    import timm  # part of the test extra: a missing timm is a set-up failure, not a skip
     from timm.layers import register_notrace_module
 
     @register_notrace_module
@@ -249,3 +249,17 @@ def test_warn_graph_differences_says_which_way():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_graph_differences(train_tracer, traced(model, True))
+
+
+def test_a_timm_model_that_needs_timm_leaves_traces_without_listing_them():
+    # timm's maxvit only traces with timm's registered no-trace modules/functions;
+    # torchvision's tracer fails on it unless the user passes them by hand.
+    import timm  # part of the test extra: a missing timm is a set-up failure, not a skip
+    model = timm.create_model("maxvit_tiny_tf_224", pretrained=False, num_classes=10).eval()
+    _, eval_nodes = get_graph_node_names(model, suppress_diff_warning=True)
+    assert len(eval_nodes) > 100
+    from fxexport import create_feature_extractor
+    extractor = create_feature_extractor(model, {"stages.0": "s0"}, suppress_diff_warning=True)
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert extractor(x)["s0"].shape == (1, 64, 56, 56)
