@@ -381,8 +381,9 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, runtime: str = "",
-                    artifact: str = "", input_index: int | None = None) -> OutputCheck:
-    """Compare one runtime output with its reference (metrics in float64; NaN-free).
+                    artifact: str = "", input_index: int | None = None, _scratch: "_Scratch | None" = None
+                    ) -> OutputCheck:
+    """Compare one runtime output with its reference (NaN-free metrics; sums in float64).
 
     Shape and dtype must match (dtype unless ``tol.check_dtype`` is off); then the
     elementwise bound ``atol + rtol*|ref|`` is applied (with the dtype floors of
@@ -413,47 +414,16 @@ def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, r
     if tol.check_dtype and out_t.dtype != ref.dtype:
         check.problems.append(f"dtype {check.dtype} != expected {check.expected_dtype}")
     rtol, atol = float(tol.rtol or 0.0), float(tol.atol or 0.0)
-
-    r = ref.detach().reshape(-1).to(torch.float64)
-    a = out_t.detach().reshape(-1).to(torch.float64)
-    n = r.numel()
+    n = ref.numel()
     if n == 0:
         check.max_abs = check.max_rel = check.mismatch = check.worst_ratio = 0.0
         check.cosine = 1.0
         return check
-
-    finite = torch.isfinite(r) & torch.isfinite(a)
-    all_finite = bool(finite.all())
-    if all_finite:
-        diff = (a - r).abs_()
-        r_abs = r.abs()
-        bad_special = None
-    else:
-        # Same inf or both NaN: equal. Anything else non-finite: outside, with infinite error.
-        same = (a == r) | (torch.isnan(a) & torch.isnan(r))
-        bad_special = ~finite & ~same
-        diff = torch.where(finite, a - r, torch.zeros((), dtype=torch.float64)).abs_()
-        diff[bad_special] = math.inf
-        r_abs = torch.where(finite, r.abs(), torch.zeros((), dtype=torch.float64))
-
-    if tol.range_atol and n:
-        atol = max(atol, tol.range_atol * float(r_abs.max()))
-        check.atol = atol
-    bound = r_abs * rtol + atol
-    n_out = int((diff > bound).sum())
+    metrics = _fast_metrics(ref, out_t, rtol, atol, tol.range_atol, _scratch)
+    if metrics is None:  # inf / nan somewhere: the careful float64 path
+        metrics = _careful_metrics(ref, out_t, rtol, atol, tol.range_atol)
+    n_out, check.max_abs, check.worst_ratio, check.max_rel, check.cosine, check.atol = metrics
     check.mismatch = n_out / n
-    check.max_abs = float(diff.max())
-    with torch.no_grad():
-        ratio = diff / bound if atol > 0 else torch.where(diff == 0, torch.zeros((), dtype=torch.float64), diff / bound)
-    check.worst_ratio = float(ratio.max())
-    floor = atol / rtol if rtol > 0 else 0.0
-    denom = r_abs.clamp_min(floor) if floor > 0 else r_abs
-    rel = torch.where(diff == 0, torch.zeros((), dtype=torch.float64), diff / denom)
-    check.max_rel = float(rel.max())
-    if check.max_abs == 0.0:
-        check.cosine = 1.0  # identical (also all-zero vs all-zero)
-    else:
-        check.cosine = _cosine(r[finite] if not all_finite else r, a[finite] if not all_finite else a)
 
     if check.mismatch > tol.max_mismatch:
         pct = 100.0 * check.mismatch
@@ -467,18 +437,108 @@ def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, r
     return check
 
 
-def _cosine(r: torch.Tensor, a: torch.Tensor) -> float:
+def _work_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    # float64 stays float64; integers go to float64 too (exact up to 2**53)
+    wide = any(t.dtype == torch.float64 or (not t.dtype.is_floating_point and t.dtype != torch.bool) for t in tensors)
+    return torch.float64 if wide else torch.float32
+
+
+class _Scratch:
+    """Flat work buffers reused across outputs: fresh multi-MB tensors cost page faults on every call."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, slot: str, n: int, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._buffers.get((slot, dtype))
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            self._buffers[(slot, dtype)] = buf
+        return buf[:n]
+
+
+def _fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float, range_atol: float,
+                  scratch: _Scratch | None = None):
+    """Metrics in a few passes over float32 (float64 inputs stay float64); None if anything is non-finite.
+
+    The subtraction of two float32 values is exact to half an ulp of the difference, so the
+    error metrics lose nothing by staying in float32. Returns
+    ``(n_outside, max_abs, worst_ratio, max_rel, cosine, effective_atol)``.
+    """
+    scratch = scratch or _Scratch()
+    work = _work_dtype(ref, out)
+    r = ref.detach().reshape(-1).to(work)
+    a = out.detach().reshape(-1).to(work)
+    n = r.numel()
+    diff = torch.sub(a, r, out=scratch.get("diff", n, work)).abs_()
+    max_abs = float(diff.max())
+    if not math.isfinite(max_abs):  # an inf or nan in either tensor (or an overflowing difference)
+        return None
+    r_abs = torch.abs(r, out=scratch.get("bound", n, work))
+    r_max = float(r_abs.max())
+    if range_atol:
+        atol = max(atol, range_atol * r_max)
+    if max_abs == 0.0:
+        return 0, 0.0, 0.0, 0.0, 1.0, atol
+    if rtol > 0.0 and atol > 0.0:
+        # bound = atol + rtol*|ref|; ratio = diff/bound; relative error with denominator |ref| + atol/rtol
+        ratio = diff.div_(r_abs.mul_(rtol).add_(atol))
+        worst = float(ratio.max())
+        n_out = int(torch.count_nonzero(ratio > 1.0))
+        max_rel = rtol * worst
+    else:
+        bound = r_abs * rtol + atol
+        zero = torch.zeros((), dtype=work)
+        ratio = torch.where(diff == 0, zero, diff / bound)  # 0/0 -> 0, x/0 -> inf
+        worst = float(ratio.max())
+        n_out = int(torch.count_nonzero(diff > bound))
+        rel = torch.where(diff == 0, zero, diff / r.abs())
+        max_rel = float(rel.max())
+    return n_out, max_abs, worst, max_rel, _cosine(r, a, r_max), atol
+
+
+def _careful_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float, range_atol: float):
+    """float64 metrics that treat equal infinities and NaNs at the same places as equal."""
+    r = ref.detach().reshape(-1).to(torch.float64)
+    a = out.detach().reshape(-1).to(torch.float64)
+    zero = torch.zeros((), dtype=torch.float64)
+    finite = torch.isfinite(r) & torch.isfinite(a)
+    same = (a == r) | (torch.isnan(a) & torch.isnan(r))
+    bad_special = ~finite & ~same
+    diff = torch.where(finite, a - r, zero).abs_()
+    diff[bad_special] = math.inf
+    r_abs = torch.where(torch.isfinite(r), r.abs(), zero)
+    if range_atol:
+        atol = max(atol, range_atol * float(r_abs.max()))
+    bound = r_abs * rtol + atol
+    n_out = int(torch.count_nonzero(diff > bound))
+    max_abs = float(diff.max())
+    worst = float(torch.where(diff == 0, zero, diff / bound).max())
+    denom = r_abs + (atol / rtol) if rtol > 0 else r_abs
+    max_rel = float(torch.where(diff == 0, zero, diff / denom).max())
+    rf, af = r[finite], a[finite]
+    cosine = _cosine(rf, af, float(rf.abs().max()) if rf.numel() else 0.0) if max_abs else 1.0
+    return n_out, max_abs, worst, max_rel, cosine, atol
+
+
+def _cosine(r: torch.Tensor, a: torch.Tensor, r_max: float) -> float:
+    """Cosine similarity, defined everywhere: 1.0 for two all-zero tensors, 0.0 for zero vs non-zero.
+
+    Dot products are BLAS float32 dots (relative error around 1e-7, plenty for a
+    similarity threshold) on tensors rescaled when their magnitude could over/underflow.
+    """
     if r.numel() == 0:
         return 1.0
-    scale = max(float(r.abs().max()), float(a.abs().max()))
+    lo, hi = torch.aminmax(a)
+    scale = max(r_max, float(hi), -float(lo))
     if scale == 0.0:
-        return 1.0  # both all zero: identical
-    r = r / scale
-    a = a / scale
-    nr, na = float(r.norm()), float(a.norm())
+        return 1.0
+    if not (1e-15 < scale < 1e15):  # squares could under/overflow float32: rescale first
+        r, a = r / scale, a / scale
+    nr, na = float(torch.dot(r, r)), float(torch.dot(a, a))
     if nr == 0.0 or na == 0.0:
-        return 0.0  # one all zero, the other not
-    return max(-1.0, min(1.0, float(torch.dot(r, a)) / (nr * na)))
+        return 0.0 if (nr == 0.0) != (na == 0.0) else 1.0
+    return max(-1.0, min(1.0, float(torch.dot(r, a)) / math.sqrt(nr * na)))
 
 
 def _to_tensor(value: Any) -> torch.Tensor:
@@ -604,9 +664,24 @@ def _load_torchscript(path: Path, manifest: Manifest) -> Session:
     return Session(names, run)
 
 
+def _load_aoti(path: Path, manifest: Manifest) -> Session:
+    # An AOTInductor package (issue 6): flat outputs in manifest order, names from its metadata.
+    from fxexport.export.aoti import load_aoti
+
+    package = load_aoti(path)
+
+    def run(inputs: Sequence[torch.Tensor]):
+        with torch.inference_mode():
+            out = package(*[t.detach().cpu().contiguous() for t in inputs])
+        return [out] if isinstance(out, torch.Tensor) else list(out)
+
+    return Session(list(manifest.output_names), run)
+
+
 register_runner(".onnx", Runner("onnxruntime", _load_onnx))
 register_runner(".pt", Runner("torchscript", _load_torchscript))
 register_runner(".ts", Runner("torchscript", _load_torchscript))
+register_runner(".pt2", Runner("aoti", _load_aoti))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -888,6 +963,7 @@ def verify(
         )
 
     checks: list[OutputCheck] = []
+    scratch = _Scratch()
     artifacts_info: list[dict[str, Any]] = []
     timings["compare"] = 0.0
     for path, m, runner in zip(paths, manifests, runners):
@@ -935,7 +1011,7 @@ def verify(
                         problems=["missing: the artifact has no output of this name"]))
                     continue
                 check = compare_tensors(name, ref[name], produced[name], tol, runtime=runner.runtime,
-                                        artifact=label, input_index=i)
+                                        artifact=label, input_index=i, _scratch=scratch)
                 check.position, check.expected_position = order.index(name), pos
                 if check.position != pos:
                     check.problems.insert(0, f"at position {check.position}, expected {pos}")

@@ -1,0 +1,142 @@
+"""Benchmark of ``fxexport.verify``: where the time goes, and how it compares to the bare runs.
+
+Model: torchvision resnet50 (seeded random weights), nodes layer1..layer4, exported to
+ONNX (dynamic batch) and TorchScript; ``verify([onnx, pt], extractor, n_inputs=3)`` runs
+batch 1, 3, 1 at 224x224 (``--quick``: resnet18 at 64x64).
+
+Rows:
+  * one per phase of a verify call (median of a few calls): reference (eager extractor),
+    each runtime's load and run, comparison, other (manifest reading, inputs, report);
+  * ``bare runs``: the same forward passes without verify -- eager extractor + warm
+    onnxruntime session + warm TorchScript module on the same inputs, timed with
+    :func:`bench_common.interleaved` -- the anchor; ``ratio`` is a phase's time over it.
+
+Run: ``python scripts/bench.py verify [--quick]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench_common import cpu_count, interleaved, peak_rss_mb
+
+
+def _export(extractor, example, folder: Path, nodes):
+    """ONNX + TorchScript artifacts via the export layer (plain torch exporters if it is absent)."""
+    onnx_path, ts_path = folder / "bench.onnx", folder / "bench.pt"
+    try:
+        from fxexport.export.onnx import export_onnx
+        from fxexport.export.torchscript import export_torchscript
+    except ImportError:
+        export_onnx = export_torchscript = None
+    if export_onnx is not None:
+        export_onnx(extractor, (example,), onnx_path, dynamic=("batch",))
+        export_torchscript(extractor, (example,), ts_path)
+        return onnx_path, ts_path, "fxexport"
+    import onnx
+
+    from fxexport.manifest import MANIFEST_KEY, TORCHSCRIPT_EXTRA_FILE, Manifest, TensorSpec
+
+    with torch.no_grad():
+        outs = extractor(example)
+    names = list(outs)
+
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.e = extractor
+
+        def forward(self, x):
+            o = self.e(x)
+            return tuple(o[n] for n in names)
+
+    manifest = Manifest("onnx", [TensorSpec("x", ["batch", *example.shape[1:]])],
+                        [TensorSpec(n, ["batch", *t.shape[1:]]) for n, t in outs.items()],
+                        nodes=dict(nodes), dynamic=["batch"])
+    torch.onnx.export(Flat().eval(), (example,), str(onnx_path), dynamo=False, input_names=["x"], output_names=names,
+                      dynamic_axes={n: {0: "batch"} for n in ["x", *names]})
+    model = onnx.load(str(onnx_path))
+    prop = model.metadata_props.add()
+    prop.key, prop.value = MANIFEST_KEY, manifest.to_json()
+    onnx.save(model, str(onnx_path))
+    manifest.format = "torchscript"
+    torch.jit.save(torch.jit.trace(Flat().eval(), (example,)), str(ts_path),
+                   _extra_files={TORCHSCRIPT_EXTRA_FILE: manifest.to_json()})
+    return onnx_path, ts_path, "plain torch exporters"
+
+
+def run(args) -> list[dict]:
+    import torchvision
+
+    from fxexport import create_feature_extractor
+    from fxexport.verify import RUNNERS, make_inputs, verify
+    from fxexport.manifest import read_manifest
+
+    quick = getattr(args, "quick", False)
+    name, size = ("resnet18", 64) if quick else ("resnet50", 224)
+    repeats = 2 if quick else 3
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)().eval()
+    nodes = {f"layer{i}": f"feat{i}" for i in range(1, 5)}
+    extractor = create_feature_extractor(model, nodes).eval()
+    example = torch.randn(2, 3, size, size)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        onnx_path, ts_path, how = _export(extractor, example, Path(tmp), nodes)
+        export_s = time.perf_counter() - t0
+
+        # verify, a few times; phases from report.timings
+        reports = []
+        for _ in range(repeats):
+            time.sleep(0.1)
+            report = verify([onnx_path, ts_path], extractor, n_inputs=3)
+            assert report.ok, report.render()
+            reports.append(report.timings)
+        phases = ["reference", "onnxruntime.load", "onnxruntime.run", "torchscript.load", "torchscript.run", "compare"]
+        med = {p: statistics.median(t.get(p, 0.0) for t in reports) for p in phases}
+        total = statistics.median(t["total"] for t in reports)
+        med["other"] = max(0.0, total - sum(med.values()))
+
+        # anchor: the same passes, warm, no verify
+        manifest = read_manifest(str(onnx_path))
+        inputs = make_inputs(manifest, n_inputs=3)
+        ort_session = RUNNERS[".onnx"].load(onnx_path, manifest)
+        ts_session = RUNNERS[".pt"].load(ts_path, read_manifest(str(ts_path)))
+
+        def eager():
+            with torch.inference_mode():
+                for x in inputs:
+                    extractor(*x)
+
+        def ort():
+            for x in inputs:
+                ort_session.run(list(x))
+
+        def ts():
+            for x in inputs:
+                ts_session.run(list(x))
+
+        bare = interleaved({"eager": eager, "onnxruntime": ort, "torchscript": ts},
+                           blocks=3 if quick else 5, reps=1, warmup=2)
+        bare_total = sum(bare.values())
+
+    common = {"model": f"{name} layer1..4 @{size}", "inputs": "batch 1,3,1", "threads": cpu_count()}
+    rows = []
+    for phase in [*phases, "other"]:
+        rows.append({**common, "phase": phase, "seconds": med[phase], "share": med[phase] / total,
+                     "ratio": med[phase] / bare_total})
+    rows.append({**common, "phase": "verify total", "seconds": total, "share": 1.0, "ratio": total / bare_total})
+    for key, seconds in bare.items():
+        rows.append({**common, "phase": f"bare {key} (3 inputs, warm)", "seconds": seconds,
+                     "share": None, "ratio": seconds / bare_total})
+    rows.append({**common, "phase": "bare runs (anchor)", "seconds": bare_total, "share": None, "ratio": 1.0})
+    rows.append({**common, "phase": f"export ({how}, not part of verify)", "seconds": export_s, "share": None,
+                 "ratio": None})
+    rows.append({**common, "phase": "peak RSS MiB", "seconds": peak_rss_mb(), "share": None, "ratio": None})
+    return rows
