@@ -1,0 +1,203 @@
+"""Build the C++ example program (``scripts/cpp/fxexport_infer.cpp``) once and cache it.
+
+The program runs a TorchScript (``.pt``) or AOTInductor (``.pt2``) artifact from
+C++ against the libtorch inside the installed torch wheel (see
+``scripts/cpp/README`` in the README's "Use from C++" section). Compiling it takes
+tens of seconds, so :func:`build_cpp_example` keeps the binary in a cache folder,
+under a key made of the sources, the compile command, the compiler and the torch
+build; it rebuilds only when one of them changes.
+
+The compile line is a plain one, because ``find_package(Torch)`` stops on a CUDA
+wheel without a CUDA toolkit::
+
+    c++ -std=c++20 -D_GLIBCXX_USE_CXX11_ABI=1 -I torch/include -I torch/include/torch/csrc/api/include \\
+        fxexport_infer.cpp -L torch/lib -Wl,-rpath,torch/lib -ltorch -ltorch_cpu -lc10
+
+(``-ltorch`` matters: without it an AOTInductor package fails to dlopen
+``libtorch.so``.) ``scripts/cpp/CMakeLists.txt`` is the same build for a CPU
+torch or a libtorch download.
+
+Example:
+    >>> from fxexport.cpp import compile_command
+    >>> cmd = compile_command("fxexport_infer.cpp", "fxexport_infer")
+    >>> "-std=c++20" in cmd and "-ltorch" in cmd
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fxexport._io import atomic_path
+from fxexport.errors import FxExportError
+
+__all__ = ["build_cpp_example", "cached_binary_path", "compile_command", "default_cache_dir", "source_dir",
+           "run_cpp_example"]
+
+PROGRAM = "fxexport_infer"
+SOURCES = ("fxexport_infer.cpp",)
+
+
+def source_dir() -> Path:
+    """``scripts/cpp`` of the fxexport checkout (the sources are not part of the wheel)."""
+    here = Path(__file__).resolve().parent.parent / "scripts" / "cpp"
+    if not (here / SOURCES[0]).exists():
+        raise FxExportError(
+            f"the C++ example sources are not at '{here}'; they ship in the fxexport repository's scripts/cpp, "
+            "not in the installed package: run from a checkout (pip install -e .)"
+        )
+    return here
+
+
+def default_cache_dir() -> Path:
+    """``$FXEXPORT_CACHE_DIR/cpp``, else ``$XDG_CACHE_HOME/fxexport/cpp`` (``~/.cache/fxexport/cpp``)."""
+    root = os.environ.get("FXEXPORT_CACHE_DIR")
+    if root:
+        return Path(root) / "cpp"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fxexport" / "cpp"
+
+
+def _torch_paths() -> tuple[Path, Path]:
+    import torch
+
+    root = Path(torch.__file__).resolve().parent
+    return root / "include", root / "lib"
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not cxx:
+        raise FxExportError("no C++ compiler found: install g++ (apt-get install g++) or set CXX")
+    return cxx
+
+
+def compile_command(source: str | os.PathLike, output: str | os.PathLike, *, cxx: str | None = None,
+                    opt: str = "-O2") -> list[str]:
+    """The compiler command line that builds ``source`` into ``output`` against the installed torch."""
+    import torch
+
+    include, lib = _torch_paths()
+    abi = int(torch.compiled_with_cxx11_abi())
+    return [
+        cxx or _compiler(), opt, "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        "-I", str(include), "-I", str(include / "torch" / "csrc" / "api" / "include"),
+        str(source), "-o", str(output),
+        "-L", str(lib), f"-Wl,-rpath,{lib}", "-Wl,--no-as-needed", "-ltorch", "-ltorch_cpu", "-lc10",
+    ]
+
+
+def _cache_key(cmd: list[str], sources: list[Path]) -> str:
+    import torch
+
+    _, lib = _torch_paths()
+    digest = hashlib.sha256()
+    digest.update(json.dumps(cmd[1:]).encode())
+    for src in sources:
+        digest.update(src.name.encode() + b"\0" + src.read_bytes())
+    stat = (lib / "libtorch_cpu.so").stat() if (lib / "libtorch_cpu.so").exists() else None
+    digest.update(f"{torch.__version__}|{torch.version.git_version}|{stat and stat.st_size}".encode())
+    try:
+        version = subprocess.run([cmd[0], "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        version = cmd[0]
+    digest.update(version.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_binary_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`build_cpp_example` keeps the program for the current sources, compiler and torch."""
+    sources = [source_dir() / s for s in SOURCES]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache / f"{PROGRAM}-{_cache_key(compile_command(sources[0], 'OUT'), sources)}"
+
+
+def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool = False,
+                      verbose: bool = False) -> Path:
+    """Path to the built ``fxexport_infer`` program, compiling it only when needed.
+
+    The binary lives at ``<cache_dir>/fxexport_infer-<key>``, where the key hashes
+    the sources, the compile command, the compiler's version and the torch
+    build; a cached binary is reused as long as none of them changed. The binary
+    is written atomically, so concurrent builds are safe (the last one wins).
+
+    Args:
+        cache_dir: where to keep it (default :func:`default_cache_dir`).
+        force: rebuild even when a cached binary exists.
+        verbose: print the compile command and the time it took to stderr.
+
+    Raises:
+        FxExportError: no compiler, or the compile failed (the message holds the
+            compiler's first errors).
+    """
+    binary = cached_binary_path(cache_dir)
+    if binary.exists() and os.access(binary, os.X_OK) and not force:
+        return binary
+    sources = [source_dir() / s for s in SOURCES]
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(binary, suffix="") as tmp:
+        cmd = compile_command(sources[0], tmp)
+        if verbose:
+            print("fxexport: building the C++ example:", " ".join(cmd), file=sys.stderr)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            errors = [line for line in proc.stderr.splitlines() if "error" in line][:5] or proc.stderr.splitlines()[-5:]
+            raise FxExportError(f"building {PROGRAM} failed ({' '.join(cmd[:1])} exit {proc.returncode}): "
+                                + " | ".join(errors))
+        os.chmod(tmp, 0o755)
+        if verbose:
+            print(f"fxexport: built {binary} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return binary
+
+
+def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathLike, *,
+                    binary: str | os.PathLike | None = None, threads: int | None = None,
+                    timeout: float = 600) -> "OrderedDict[str, numpy.ndarray]":  # noqa: F821
+    """Run ``artifact`` in the C++ program and read its outputs back, by name.
+
+    Args:
+        artifact: a ``.pt`` (TorchScript) or ``.pt2`` (AOTInductor) file from fxexport.
+        inputs: a tensor / numpy array, or a list of them (written as .npy into ``out_dir``).
+        out_dir: folder for the inputs and the program's outputs.
+        binary: the program (default: :func:`build_cpp_example`).
+        threads: intra-op threads for the program.
+
+    Returns:
+        ``OrderedDict`` flat output name -> numpy array, in the artifact's order.
+
+    Raises:
+        FxExportError: the program failed (its stderr is in the message).
+    """
+    from collections import OrderedDict
+
+    import numpy as np
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    paths = []
+    for i, x in enumerate(items):
+        array = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        p = out / f"input_{i}.npy"
+        np.save(p, np.ascontiguousarray(array))
+        paths.append(str(p))
+    exe = Path(binary) if binary is not None else build_cpp_example()
+    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs")]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise FxExportError(f"{PROGRAM} exited {proc.returncode} on '{artifact}': {proc.stderr.strip()[-800:]}")
+    listing = json.loads((out / "outputs" / "outputs.json").read_text())
+    return OrderedDict((o["name"], np.load(out / "outputs" / o["file"])) for o in listing["outputs"])
+
+
+if __name__ == "__main__":  # python -m fxexport.cpp [CACHE_DIR]: build (if needed) and print the path
+    print(build_cpp_example(sys.argv[1] if len(sys.argv) > 1 else None, verbose=True))

@@ -1,0 +1,239 @@
+"""AOTInductor export: an extractor compiled ahead of time into a ``.pt2`` package.
+
+AOTInductor is the successor of TorchScript for running a PyTorch model from C++:
+``torch.export`` captures the graph, Inductor generates and compiles C++ for it,
+and the package (a zip holding a shared library with the weights) is loaded from
+C++ with ``torch::inductor::AOTIModelPackageLoader`` or from Python with
+``torch._inductor.aoti_load_package``. No Python runs at inference time.
+
+:func:`export_aoti` wraps the extractor in :class:`~fxexport.flatten.FlatOutputs`,
+so the package returns the flat outputs in the manifest's order, and stores the
+manifest as a JSON string under the key ``"fxexport"`` in the package metadata
+(AOTInductor metadata values must be strings). C++ reads it with
+``AOTIModelPackageLoader::get_metadata()["fxexport"]``, Python with
+:func:`fxexport.read_manifest`, which reads the zip without loading the library.
+
+The package is compiled for the machine that builds it (its CPU ISA, e.g.
+AVX512, is baked into the kernels): ``manifest.extra["cpu"]`` records what it
+was built for, and the package should run on a machine with at least those CPU
+features and the same torch version.
+
+Example:
+    >>> import torch, torchvision
+    >>> from fxexport import create_feature_extractor
+    >>> from fxexport.export.aoti import export_aoti
+    >>> extractor = create_feature_extractor(torchvision.models.resnet18(), {"layer2": "l2", "layer4": "l4"})
+    >>> manifest = export_aoti(extractor.eval(), torch.rand(2, 3, 64, 64), "r18.pt2", dynamic=["batch"])  # doctest: +SKIP
+    >>> manifest.output_names  # doctest: +SKIP
+    ['l2', 'l4']
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxexport._io import atomic_path
+from fxexport.errors import ExportError, InvalidInputError
+from fxexport.export._common import Plan, compare_outputs, make_manifest, plan, preserved_state, quiet
+from fxexport.flatten import FlatOutputs
+from fxexport.manifest import MANIFEST_KEY, Manifest
+
+__all__ = ["export_aoti", "cpu_features", "load_aoti"]
+
+# CPU flags (from /proc/cpuinfo) that decide which kernels Inductor may emit.
+_RELEVANT_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
+)
+
+
+def export_aoti(
+    extractor: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    dynamic: Iterable[str] | str | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    input_names: Sequence[str] | None = None,
+) -> Manifest:
+    """Compile ``extractor`` with AOTInductor into the package ``path`` (``.pt2``).
+
+    Args:
+        extractor: an extractor from :func:`fxexport.create_feature_extractor`
+            (any module returning a dict of tensors / nested tuples / dicts of
+            tensors works). It is exported in its current train/eval mode.
+        example_inputs: a tensor or a tuple of tensors. Dynamic dims of size 1
+            are tiled to 2 for tracing (torch.export specializes size-1 dims).
+        path: where to write the package; must end in ``.pt2``. Written to a
+            temporary file in the same folder and renamed, so a failure leaves
+            no file and never replaces an existing one.
+        dynamic: any of ``"batch"``, ``"height"``, ``"width"`` (axis 0 and the
+            last two axes of the inputs); those dims are dynamic in the package
+            and named so in the manifest. Other dims are fixed to the example's.
+        model_info: the manifest's ``model`` entry (see
+            :func:`fxexport.models.model_info`).
+        input_names: names of the inputs in the manifest (default: the
+            extractor's forward argument names). The package itself takes its
+            inputs by position.
+
+    Returns:
+        The :class:`~fxexport.manifest.Manifest` stored in the package.
+
+    Raises:
+        InvalidInputError: bad ``path`` suffix, ``dynamic`` name or example input.
+        OutputSpecError: an output is not a tensor (the message names it).
+        ExportError: ``torch.export`` or the AOTInductor compile failed, a dim
+            asked to be dynamic cannot be (the message says which and why), or
+            the compiled package does not reproduce the extractor's outputs.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise InvalidInputError(f"AOTInductor package path '{path}' must end in .pt2 (e.g. model.pt2)")
+    with preserved_state(extractor), quiet():
+        p = plan(extractor, example_inputs, dynamic, input_names)
+        flat = FlatOutputs(extractor, p.spec, input_names=p.arg_names).train(extractor.training)
+        program = _export_program(flat, p)
+    manifest = make_manifest(p, fmt="aoti", output_shapes=p.output_shapes, exporter="aoti", opset=None,
+                             model_info=model_info, extra={"cpu": cpu_features()})
+
+    with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
+        # The package's top-level folder is named after the file: compile under the
+        # final name in a private folder, then move it onto the atomic temp path.
+        staged = Path(work) / path.name
+        try:
+            with quiet():
+                torch._inductor.aoti_compile_and_package(
+                    program,
+                    package_path=str(staged),
+                    inductor_configs={"aot_inductor.metadata": {MANIFEST_KEY: manifest.to_json()}},
+                )
+        except Exception as err:  # noqa: BLE001 - any compile failure is an ExportError
+            raise ExportError(f"AOTInductor could not compile the extractor for '{path}': {_first_line(err)}") from err
+        os.replace(staged, tmp)
+        _check_package(tmp, path, p)
+    return manifest
+
+
+def load_aoti(path: str | os.PathLike):
+    """Load a ``.pt2`` package in Python; calling it returns the flat outputs (a list in manifest order).
+
+    Raises:
+        VerificationError: the package cannot be loaded (e.g. built for other CPU
+            features or another torch version).
+    """
+    from fxexport.errors import VerificationError
+
+    try:
+        return torch._inductor.aoti_load_package(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise VerificationError(f"cannot load AOTInductor package '{path}': {_first_line(err)}") from err
+
+
+def cpu_features() -> dict[str, Any]:
+    """What the machine compiling an AOTInductor package offers: torch's CPU capability,
+    the vector ISA Inductor compiles kernels for, the relevant /proc/cpuinfo flags,
+    the architecture and the OS.
+
+    Example:
+        >>> sorted(cpu_features())
+        ['capability', 'flags', 'inductor_isa', 'machine', 'model_name', 'system']
+    """
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - very old torch
+        capability = "unknown"
+    flags: list[str] = []
+    model_name = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
+        have = set(m.group(1).split()) if m else set()
+        flags = [f for f in _RELEVANT_FLAGS if f in have]
+        m = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+        model_name = m.group(1).strip() if m else ""
+    except OSError:
+        pass
+    try:  # the vector ISA Inductor compiles kernels for (the package metadata's AOTI_CPU_ISA)
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+        inductor_isa = str(pick_vec_isa()).upper() or "NONE"
+    except Exception:  # noqa: BLE001
+        inductor_isa = "unknown"
+    return {"capability": capability, "inductor_isa": inductor_isa, "flags": flags, "machine": platform.machine(),
+            "system": platform.system(), "model_name": model_name}
+
+
+# -- internals ----------------------------------------------------------------------------------
+
+
+def _export_program(flat: nn.Module, p: Plan):
+    """torch.export the flat module with the plan's dynamic axes named."""
+    from torch.export import Dim
+
+    def export(auto: Iterable[str] = ()):
+        if not p.dynamic:
+            return torch.export.export(flat, p.export_inputs, strict=False)
+        auto = set(auto)
+        dims = {d: (Dim.AUTO if d in auto else Dim(d, min=1)) for d in p.dynamic}
+        shapes = tuple({axis: dims[d] for axis, d in a.items()} or None for a in p.axes)
+        return torch.export.export(flat, p.export_inputs, dynamic_shapes=shapes, strict=False)
+
+    try:
+        try:
+            program = export()
+        except torch._dynamo.exc.UserError as err:
+            # A named dim with min=1 is refused when the model only works from some
+            # size up (strided convs need height >= 2**k): let torch.export infer the
+            # range of those dims (Dim.AUTO); the check below says if one came out static.
+            head = str(err).split("!")[0]
+            violated = [d for d in p.dynamic if d in head]
+            if "Constraints violated" not in head or not violated:
+                raise
+            program = export(auto=violated)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"torch.export could not capture the extractor: {_first_line(err)}") from err
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    static = []
+    for pname, axes in zip(user_inputs, p.axes):
+        val = placeholders[pname].meta.get("val")
+        for axis, dim in axes.items():
+            if val is not None and not isinstance(val.shape[axis], torch.SymInt) and dim not in static:
+                static.append(dim)
+    if static:
+        raise ExportError(
+            f"dim(s) {', '.join(static)} came out static in the exported program: the model fixes them "
+            "(e.g. a reshape to a constant size); export without them in dynamic"
+        )
+    return program
+
+
+def _check_package(tmp: Path, path: Path, p: Plan) -> None:
+    """Load the fresh package and run it at the example (and a second size when dynamic)."""
+    runner = load_aoti(tmp)
+    for inputs, expected in p.probe_sizes():
+        try:
+            with torch.no_grad():
+                got = runner(*inputs)
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(
+                f"the compiled package for '{path}' fails on inputs of shape {[tuple(t.shape) for t in inputs]}: "
+                f"{_first_line(err)}"
+            ) from err
+        got = [got] if isinstance(got, torch.Tensor) else list(got)
+        compare_outputs(f"AOTInductor package '{path}'", p.spec.names, expected, got, check_values=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:500]
