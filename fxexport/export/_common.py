@@ -1,0 +1,326 @@
+"""Helpers shared by the exporters: argument checks, dynamic dims, eager probes, manifests.
+
+Not public API; ``export_onnx`` / ``export_torchscript`` are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fxexport.errors import ExportError, InvalidInputError
+from fxexport.flatten import OutputSpec, _check_example_inputs, flatten, forward_input_names
+from fxexport.manifest import Manifest, TensorSpec, current_versions
+
+DYNAMIC_DIMS = ("batch", "height", "width")
+#: how much a dynamic dim grows for the "runs at a second size" check
+SECOND_SIZE_STEP = {"batch": 1, "height": 32, "width": 64}
+
+
+def check_extractor(extractor: Any) -> nn.Module:
+    if not isinstance(extractor, nn.Module):
+        raise InvalidInputError(
+            f"extractor must be a torch.nn.Module, got {type(extractor).__name__}; "
+            "build one with fxexport.create_feature_extractor(model, {'node': 'name'})"
+        )
+    return extractor
+
+
+def normalize_dynamic(dynamic: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``None`` / ``"batch"`` / ``"batch,height"`` / ``("batch", "width")`` -> canonical tuple.
+
+    Example:
+        >>> normalize_dynamic("width, batch")
+        ('batch', 'width')
+        >>> normalize_dynamic(None)
+        ()
+    """
+    if dynamic is None:
+        return ()
+    if isinstance(dynamic, str):
+        items = [d.strip() for d in dynamic.split(",") if d.strip()]
+    elif isinstance(dynamic, Iterable):
+        items = list(dynamic)
+    else:
+        raise InvalidInputError(
+            f"dynamic={dynamic!r} is not a list of dims; use any of {', '.join(DYNAMIC_DIMS)}, e.g. ('batch',)"
+        )
+    for d in items:
+        if d not in DYNAMIC_DIMS:
+            raise InvalidInputError(f"dynamic dim {d!r} is not one of {', '.join(DYNAMIC_DIMS)}")
+    return tuple(d for d in DYNAMIC_DIMS if d in items)
+
+
+def check_input_names(input_names: Sequence[str] | None, default: Sequence[str], count: int) -> list[str]:
+    if input_names is None:
+        names = list(default)
+    else:
+        if isinstance(input_names, str):
+            input_names = [input_names]
+        names = list(input_names)
+        if len(names) != count:
+            raise InvalidInputError(
+                f"input_names={names} has {len(names)} name(s) for {count} example input(s); give one name per input"
+            )
+        for n in names:
+            if not isinstance(n, str) or not n:
+                raise InvalidInputError(f"input name {n!r} is not a non-empty string")
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"input names {names} are not unique; give each input its own name")
+    return names
+
+
+def dynamic_axes(inputs: Sequence[torch.Tensor], dynamic: Sequence[str], input_names: Sequence[str]
+                 ) -> list[dict[int, str]]:
+    """Per input, ``{axis: dim name}``: batch is axis 0, height/width the last two axes."""
+    axes: list[dict[int, str]] = []
+    for t, name in zip(inputs, input_names):
+        a: dict[int, str] = {}
+        for d in dynamic:
+            if d == "batch":
+                need, axis = 1, 0
+            else:
+                need, axis = 3, t.dim() - (2 if d == "height" else 1)
+            if t.dim() < need:
+                raise InvalidInputError(
+                    f"dynamic dim '{d}' needs input '{name}' to have at least {need} dims (N, C, H, W), "
+                    f"but its shape is {tuple(t.shape)}; drop '{d}' from dynamic"
+                )
+            a[axis] = d
+        axes.append(a)
+    return axes
+
+
+def resize(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]], sizes: Mapping[str, int]
+           ) -> tuple[torch.Tensor, ...]:
+    """Inputs with each dynamic axis set to ``sizes[dim]``, filled by tiling the example's values."""
+    out = []
+    for t, a in zip(inputs, axes):
+        for axis, dim in a.items():
+            if dim in sizes and t.shape[axis] != sizes[dim]:
+                n = sizes[dim]
+                reps = [1] * t.dim()
+                reps[axis] = -(-n // t.shape[axis])
+                t = t.repeat(reps).narrow(axis, 0, n)
+        out.append(t.contiguous())
+    return tuple(out)
+
+
+def dim_sizes(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for t, a in zip(inputs, axes):
+        for axis, dim in a.items():
+            sizes.setdefault(dim, int(t.shape[axis]))
+    return sizes
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+@contextlib.contextmanager
+def preserved_state(module: nn.Module) -> Iterator[None]:
+    """Restore buffers (BatchNorm statistics) and train/eval flags after probing/exporting.
+
+    Running a train-mode extractor (or tracing it) updates running statistics;
+    without this an export would change the model and a second export would differ.
+    """
+    buffers = {name: b.detach().clone() for name, b in module.named_buffers()}
+    modes = {name: m.training for name, m in module.named_modules()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                if name in buffers and b.shape == buffers[name].shape:
+                    b.copy_(buffers[name])
+        for name, m in module.named_modules():
+            if name in modes:
+                m.training = modes[name]
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence exporter deprecation/tracer chatter (fxexport checks the result itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        yield
+
+
+def run_eager(extractor: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:
+    with torch.no_grad():
+        return extractor(*inputs)
+
+
+@dataclass
+class Plan:
+    """Everything an exporter needs, computed once from the eager extractor."""
+
+    extractor: nn.Module
+    inputs: tuple[torch.Tensor, ...]  # the user's example
+    input_names: list[str]  # names in the artifact
+    arg_names: list[str]  # forward argument names (the wrapper's signature)
+    dynamic: tuple[str, ...]
+    axes: list[dict[int, str]]
+    spec: OutputSpec
+    nodes: dict[str, str]
+    flat: tuple[torch.Tensor, ...]  # eager flat outputs at the user's example
+    export_inputs: tuple[torch.Tensor, ...]  # example with every dynamic dim >= 2
+    probes: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]] = field(default_factory=list)
+    output_shapes: list[list[int | str]] = field(default_factory=list)
+
+    @property
+    def training(self) -> bool:
+        return self.extractor.training
+
+    def probe_sizes(self) -> list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]]:
+        """(inputs, eager flat outputs) pairs the artifact must reproduce: the user's example
+        and, when some dims are dynamic, a second size."""
+        return [(self.inputs, self.flat)] + [(i, o) for i, o in self.probes]
+
+
+def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: Sequence[str] | None) -> Plan:
+    """Check arguments and run the eager extractor at the example (and a second size when dynamic)."""
+    check_extractor(extractor)
+    inputs = _check_example_inputs(example_inputs)
+    dyn = normalize_dynamic(dynamic)
+    arg_names = forward_input_names(extractor, len(inputs))
+    names = check_input_names(input_names, arg_names, len(inputs))
+    axes = dynamic_axes(inputs, dyn, names)
+    try:
+        outputs = run_eager(extractor, inputs)
+    except Exception as err:  # noqa: BLE001 - report what the model said
+        raise InvalidInputError(
+            f"the extractor fails on example inputs of shape {[tuple(t.shape) for t in inputs]}: "
+            f"{_first_line(err)}"
+        ) from err
+    nodes = _nodes_map(extractor, outputs)
+    spec = OutputSpec.from_outputs(outputs, nodes)
+    if not len(spec):
+        raise InvalidInputError("the extractor returns no tensors; ask for at least one node that produces a tensor")
+    flat = tuple(t.detach() for t in flatten(spec, outputs))
+    p = Plan(extractor=extractor, inputs=inputs, input_names=names, arg_names=arg_names, dynamic=dyn, axes=axes,
+             spec=spec, nodes=nodes, flat=flat, export_inputs=inputs)
+    if dyn:
+        sizes = dim_sizes(inputs, axes)
+        export_sizes = {d: max(2, s) for d, s in sizes.items()}
+        p.export_inputs = resize(inputs, axes, export_sizes)
+        second = {d: export_sizes[d] + SECOND_SIZE_STEP[d] for d in sizes}
+        second_inputs = resize(inputs, axes, second)
+        try:
+            second_out = run_eager(extractor, second_inputs)
+            second_flat = tuple(t.detach() for t in flatten(spec, second_out))
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(
+                f"cannot make {', '.join(repr(d) for d in dyn)} dynamic: the eager extractor itself fails at "
+                f"input shape(s) {[tuple(t.shape) for t in second_inputs]}: {_first_line(err)}; "
+                f"export with fixed sizes (drop them from dynamic)"
+            ) from err
+        p.probes.append((second_inputs, second_flat))
+    p.output_shapes = derive_output_shapes(p)
+    return p
+
+
+def derive_output_shapes(p: Plan) -> list[list[int | str]]:
+    """Output shapes with the dims that change with the dynamic inputs named.
+
+    A dim equal to an input's dynamic dim at every probed size takes that dim's
+    name (``batch``); any other changing dim is named ``<output>_dim<axis>``.
+    """
+    runs = p.probe_sizes()
+    shapes = []
+    for i, name in enumerate(p.spec.names):
+        base = list(p.flat[i].shape)
+        shape: list[int | str] = []
+        for axis, size in enumerate(base):
+            values = [tuple(out[i].shape)[axis] if axis < out[i].dim() else None for _, out in runs]
+            if all(v == size for v in values):
+                shape.append(int(size))
+                continue
+            label = f"{name}_dim{axis}"
+            for dim in p.dynamic:
+                if all(v == dim_sizes(ins, p.axes).get(dim) for (ins, _), v in zip(runs, values)):
+                    label = dim
+                    break
+            shape.append(label)
+        shapes.append(shape)
+    return shapes
+
+
+def input_specs(p: Plan) -> list[TensorSpec]:
+    specs = []
+    for t, name, a in zip(p.inputs, p.input_names, p.axes):
+        shape: list[int | str] = [a.get(axis, int(s)) for axis, s in enumerate(t.shape)]
+        specs.append(TensorSpec(name, shape, dtype_name(t.dtype)))
+    return specs
+
+
+def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | str]], exporter: str,
+                  opset: int | None, model_info: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None
+                  ) -> Manifest:
+    outputs = [TensorSpec(n, list(s), dtype_name(t.dtype)) for n, s, t in zip(p.spec.names, output_shapes, p.flat)]
+    ext = {"output_tree": p.spec.to_tree()}
+    ext.update(extra or {})
+    return Manifest(
+        format=fmt,
+        inputs=input_specs(p),
+        outputs=outputs,
+        nodes=dict(p.nodes),
+        mode="train" if p.training else "eval",
+        dynamic=list(p.dynamic),
+        model=dict(model_info or {}),
+        exporter=exporter,
+        opset=opset,
+        versions=current_versions(),
+        extra=ext,
+    )
+
+
+def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.Tensor], got: Sequence[Any],
+                    *, check_values: bool, rel: float = 1e-2) -> None:
+    """Check count, shapes and (loosely: this catches swapped or garbage outputs, not
+    precision, which :mod:`fxexport.verify` measures) values, by name."""
+    if len(got) != len(expected):
+        raise ExportError(f"{where}: {len(got)} outputs, expected {len(expected)} ({list(names)})")
+    for name, ref, val in zip(names, expected, got):
+        val = torch.as_tensor(val)
+        if tuple(val.shape) != tuple(ref.shape):
+            raise ExportError(
+                f"{where}: output '{name}' has shape {tuple(val.shape)}, the extractor gives {tuple(ref.shape)}"
+            )
+        if check_values and ref.is_floating_point() and ref.numel():
+            ref32, val32 = ref.float(), val.float()
+            scale = float(ref32.abs().max()) or 1.0
+            err = float((ref32 - val32).abs().max())
+            if not err <= rel * scale:
+                raise ExportError(
+                    f"{where}: output '{name}' differs from the extractor's (max abs error {err:.3g} "
+                    f"for values up to {scale:.3g}); the artifact is wrong or mislabelled"
+                )
+        elif check_values and not ref.is_floating_point() and not torch.equal(ref, val.to(ref.dtype)):
+            raise ExportError(f"{where}: output '{name}' differs from the extractor's")
+
+
+def _nodes_map(extractor: nn.Module, outputs: Mapping[str, Any]) -> dict[str, str]:
+    nodes = getattr(extractor, "return_nodes_map", None)
+    if isinstance(nodes, Mapping) and nodes:
+        return {str(k): str(v) for k, v in nodes.items()}
+    return {str(k): str(k) for k in outputs} if isinstance(outputs, Mapping) else {}
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[0] if lines else type(err).__name__
+    if len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return f"{type(err).__name__}: {line}" if not line.startswith(type(err).__name__) else line

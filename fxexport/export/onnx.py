@@ -1,0 +1,460 @@
+"""Export an extractor to ONNX with named, flat outputs and a manifest.
+
+The extractor's ``OrderedDict`` is flattened (:mod:`fxexport.flatten`) into graph
+outputs named ``NAME`` / ``NAME.0`` / ``NAME.KEY`` in the extractor's order.
+After export the file is checked, not trusted: output names, count, shapes and
+(loosely) values are compared with the eager extractor in onnxruntime, every dim
+declared dynamic must be symbolic in the graph and the model must run at a
+second size.
+
+Example:
+    >>> import torch, torchvision, tempfile, os
+    >>> from fxexport import create_feature_extractor
+    >>> model = torchvision.models.resnet18().eval()
+    >>> ex = create_feature_extractor(model, {"layer1": "feat1", "layer2": "feat2"})
+    >>> path = os.path.join(tempfile.mkdtemp(), "r18.onnx")
+    >>> m = export_onnx(ex, torch.rand(1, 3, 64, 64), path, dynamic=("batch",))  # doctest: +SKIP
+    >>> m.output_names, m.outputs[0].shape  # doctest: +SKIP
+    (['feat1', 'feat2'], ['batch', 64, 16, 16])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fxexport._io import atomic_path
+from fxexport.errors import ExportError, InvalidInputError
+from fxexport.export import _common
+from fxexport.export._common import Plan, _first_line
+from fxexport.flatten import FlatOutputs
+from fxexport.manifest import MANIFEST_KEY, Manifest
+
+__all__ = ["export_onnx", "EXPORTERS", "AUTO_ORDER"]
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+#: "auto" tries these in order (fastest export first) and keeps the first that passes every check
+AUTO_ORDER = ("torchscript", "dynamo")
+#: above this many bytes of weights the model is written with external data beside it
+EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
+
+
+def export_onnx(
+    extractor: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    input_names: Sequence[str] | None = None,
+    dynamic: str | Sequence[str] | None = None,
+    opset: int | None = None,
+    exporter: str = "auto",
+    model_info: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Export ``extractor`` to the ONNX file ``path``; return the manifest stored in it.
+
+    Args:
+        extractor: a module returning a dict of tensors / nested tuples, lists,
+            dicts of tensors (e.g. from :func:`fxexport.create_feature_extractor`).
+            Its train/eval mode is exported as is and recorded.
+        example_inputs: a tensor or a tuple of tensors.
+        path: the ``.onnx`` file to write (atomically; an existing file is only
+            replaced by a fully checked export).
+        input_names: names of the graph inputs; default the forward argument
+            names (``x`` for torchvision models).
+        dynamic: any of ``"batch"``, ``"height"``, ``"width"`` (a tuple or a
+            comma-separated string): those input dims are symbolic in the graph
+            (named ``batch``, ...) and the model is checked at a second size.
+        opset: ONNX opset; default the exporter's.
+        exporter: ``"dynamo"`` (``torch.onnx.export(dynamo=True)``),
+            ``"torchscript"`` (``dynamo=False``) or ``"auto"`` (``AUTO_ORDER``,
+            the first one that passes every check).
+        model_info: what the model is (``{"spec": ..., "weights_sha256": ...}``),
+            stored as ``Manifest.model``.
+
+    Returns:
+        The :class:`~fxexport.manifest.Manifest`, also stored in the file's
+        ``metadata_props`` under ``fxexport``. ``manifest.extra["output_tree"]``
+        holds the output structure (see :mod:`fxexport.flatten`).
+
+    Raises:
+        InvalidInputError: a bad argument (the message names it and what works).
+        OutputSpecError: an output is not a tensor (names the output and node).
+        ExportError: no exporter produced a model that passes the checks; for a
+            dim that cannot be dynamic the message names the dim and why.
+    """
+    if exporter not in EXPORTERS:
+        raise InvalidInputError(f"exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
+    opset = _check_opset(opset)
+    target = Path(path)
+    if target.suffix.lower() != ".onnx":
+        raise InvalidInputError(f"ONNX path '{path}' must end in .onnx (readers dispatch on the suffix)")
+    _common.check_extractor(extractor)
+    with _common.preserved_state(extractor), _common.quiet():
+        p = _common.plan(extractor, example_inputs, dynamic, input_names)
+        taken = set(p.input_names) & set(p.spec.names)
+        if taken:
+            raise InvalidInputError(
+                f"input name(s) {sorted(taken)} equal output names; ONNX value names must be unique, "
+                "pass other input_names"
+            )
+        order = AUTO_ORDER if exporter == "auto" else (exporter,)
+        failures: list[tuple[str, ExportError]] = []
+        for name in order:
+            try:
+                return _export_checked(p, name, opset, model_info, target)
+            except ExportError as err:
+                failures.append((name, err))
+    if len(failures) == 1:
+        raise failures[0][1]
+    raise ExportError("ONNX export failed with every exporter: " +
+                      "; ".join(f"{n}: {e}" for n, e in failures))
+
+
+# -- one exporter, end to end ------------------------------------------------------------------
+
+
+def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, target: Path) -> Manifest:
+    """Export with one exporter, fix up names/shapes, check, and write ``target`` on success."""
+    import onnx
+
+    wrapper = FlatOutputs(p.extractor, p.spec, p.arg_names)
+    large = _weights_bytes(p.extractor) > EXTERNAL_DATA_THRESHOLD
+    with _scratch_dir(target if large else None) as scratch:
+        try:
+            model = _run_exporter(exporter, wrapper, p, opset, scratch)
+        except ExportError:
+            raise
+        except Exception as err:  # noqa: BLE001 - exporter failures come in every type
+            raise ExportError(_explain_failure(exporter, err, p)) from err
+        _strip_debug_info(model)
+        _ensure_io_names(model, p)
+        output_shapes = _fix_shapes(model, p, exporter)
+        actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+        manifest = _common.make_manifest(p, fmt="onnx", output_shapes=output_shapes, exporter=exporter,
+                                         opset=actual_opset, model_info=model_info,
+                                         extra={"external_data": bool(large)})
+        _set_manifest(model, manifest)
+        if large:
+            # > 2 GB: stage FILE + FILE.data in a folder beside the target, check, then move both.
+            staged = scratch / target.name
+            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=target.name + ".data")
+            del model
+            checked: Any = str(staged)
+        else:
+            checked = model
+        try:
+            onnx.checker.check_model(checked)
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(f"{exporter}: onnx.checker rejects the model: {_first_line(err)}") from err
+        _check_in_onnxruntime(checked, p, exporter)
+        if large:
+            os.replace(scratch / (target.name + ".data"), target.parent / (target.name + ".data"))
+            os.replace(staged, target)
+        else:
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(checked.SerializeToString())
+    return manifest
+
+
+def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None, scratch: Path | None):
+    import onnx
+
+    names = p.spec.names
+    if exporter == "dynamo":
+        from torch.export import Dim
+
+        dims = {d: Dim(d) for d in p.dynamic}
+        shapes = tuple({axis: dims[d] for axis, d in a.items()} or None for a in p.axes) if p.dynamic else None
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                wrapper, p.export_inputs, None, input_names=p.input_names, output_names=names,
+                opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=shapes,
+                optimize=True, verbose=False,
+            )
+        if scratch is None:
+            return program.model_proto
+        program.save(str(scratch / "export.onnx"), external_data=True)
+        return onnx.load(str(scratch / "export.onnx"))
+    # the TorchScript-based exporter (torch.jit.trace underneath)
+    axes = {n: dict(a) for n, a in zip(p.input_names, p.axes) if a}
+    training = torch.onnx.TrainingMode.TRAINING if p.training else torch.onnx.TrainingMode.EVAL
+    kwargs = dict(input_names=p.input_names, output_names=names, opset_version=opset, dynamo=False,
+                  dynamic_axes=axes or None, training=training, do_constant_folding=not p.training)
+    if scratch is None:
+        buf = io.BytesIO()
+        torch.onnx.export(wrapper, p.export_inputs, buf, **kwargs)
+        return onnx.load_from_string(buf.getvalue())
+    torch.onnx.export(wrapper, p.export_inputs, str(scratch / "export.onnx"), **kwargs)
+    return onnx.load(str(scratch / "export.onnx"))
+
+
+def _explain_failure(exporter: str, err: BaseException, p: Plan) -> str:
+    text = str(err)
+    for dim in p.dynamic:
+        if re.search(rf"Constraints violated \([^)]*\b{dim}\b", text) or re.search(
+            rf"\b{dim}\b[^\n]*(must be specialized|specialized to|not all values)", text, re.I
+        ):
+            reason = next((ln.strip() for ln in text.splitlines() if dim in ln and "must" in ln), _first_line(err))
+            return (f"{exporter}: dim '{dim}' cannot be dynamic for this model ({reason[:300]}); "
+                    f"export with a fixed {dim} (drop it from dynamic)")
+    return f"{exporter}: torch.onnx.export failed: {_first_line(err)}"
+
+
+# -- post-processing ---------------------------------------------------------------------------
+
+
+def _strip_debug_info(model) -> None:
+    """Drop per-node debug metadata (stack traces name temp files and process-local
+    counters, so they would make re-exports differ) and doc strings."""
+    def graph(g):
+        g.doc_string = ""
+        for node in g.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graph(attr.g)
+                for sub in attr.graphs:
+                    graph(sub)
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            vi.doc_string = ""
+            del vi.metadata_props[:]
+
+    graph(model.graph)
+    for fn in model.functions:
+        fn.doc_string = ""
+        for node in fn.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.doc_string = ""
+
+
+def _ensure_io_names(model, p: Plan) -> None:
+    """Make graph inputs and outputs carry exactly the expected names.
+
+    Exporters name outputs by position; this fixes any that came out different
+    (renaming the value, or adding an Identity when the value is also a graph
+    input or another output) so the names are right by construction. The
+    ONNX-vs-eager comparison by name afterwards proves the positions were right.
+    """
+    import onnx
+
+    g = model.graph
+    initializers = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in initializers]
+    if len(inputs) != len(p.input_names):
+        raise ExportError(
+            f"the ONNX graph has {len(inputs)} input(s) {[i.name for i in inputs]}, expected "
+            f"{p.input_names} (an unused input is dropped by the exporter; remove it from the example)"
+        )
+    for vi, name in zip(inputs, p.input_names):
+        if vi.name != name:
+            _rename_value(g, vi.name, name)
+    names = p.spec.names
+    if len(g.output) != len(names):
+        raise ExportError(f"the ONNX graph has {len(g.output)} outputs, expected {len(names)}: {names}")
+    graph_inputs = {i.name for i in g.input} | initializers
+    for i, (vi, name) in enumerate(zip(list(g.output), names)):
+        if vi.name == name:
+            continue
+        old = vi.name
+        used_elsewhere = any(o.name == old for j, o in enumerate(g.output) if j != i)
+        if _value_exists(g, name):
+            _rename_value(g, name, _unique_name(g, name + "__fxexport"))
+        if old in graph_inputs or used_elsewhere:
+            g.node.append(onnx.helper.make_node("Identity", [old], [name], name=f"fxexport_output_{i}"))
+            vi.name = name
+        else:
+            _rename_value(g, old, name)
+
+
+def _value_exists(g, name: str) -> bool:
+    if any(name in n.output or name in n.input for n in g.node):
+        return True
+    return any(v.name == name for v in list(g.input) + list(g.output) + list(g.initializer))
+
+
+def _unique_name(g, base: str) -> str:
+    name, k = base, 0
+    while _value_exists(g, name):
+        k += 1
+        name = f"{base}{k}"
+    return name
+
+
+def _rename_value(g, old: str, new: str) -> None:
+    def rename_in(graph):
+        for node in graph.node:
+            for k, v in enumerate(node.input):
+                if v == old:
+                    node.input[k] = new
+            for k, v in enumerate(node.output):
+                if v == old:
+                    node.output[k] = new
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    rename_in(attr.g)
+                for sub in attr.graphs:
+                    rename_in(sub)
+        for coll in (graph.input, graph.output, graph.value_info, graph.initializer):
+            for v in coll:
+                if v.name == old:
+                    v.name = new
+
+    rename_in(g)
+
+
+def _fix_shapes(model, p: Plan, exporter: str) -> list[list[int | str]]:
+    """Check dynamic input dims are symbolic; return the outputs' shapes as declared in the graph.
+
+    Output dims that the eager probes found static are written as values; dims
+    that change are kept symbolic (the dynamo exporter's expressions, e.g.
+    ``((height - 1)//4) + 1``) or named by :func:`derive_output_shapes` (the
+    TorchScript exporter reuses one symbol for dims of different sizes).
+    """
+    g = model.graph
+    initializers = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in initializers]
+    for vi, t, axes in zip(inputs, p.inputs, p.axes):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != t.dim():
+            raise ExportError(f"{exporter}: graph input '{vi.name}' has rank {len(dims)}, expected {t.dim()}")
+        for axis, dim in axes.items():
+            d = dims[axis]
+            if not d.HasField("dim_param"):
+                raise ExportError(
+                    f"{exporter}: dim '{dim}' of input '{vi.name}' came out fixed to {d.dim_value}: this model "
+                    f"cannot be dynamic in '{dim}' with this exporter; export with a fixed {dim} (drop it from dynamic)"
+                )
+            d.dim_param = dim
+    shapes = []
+    for vi, derived in zip(g.output, p.output_shapes):
+        tt = vi.type.tensor_type
+        dims = tt.shape.dim
+        if len(dims) != len(derived):
+            del tt.shape.dim[:]
+            for _ in derived:
+                tt.shape.dim.add()
+            dims = tt.shape.dim
+        shape: list[int | str] = []
+        for d, want in zip(dims, derived):
+            if isinstance(want, int):
+                d.dim_value = want
+                shape.append(want)
+            elif exporter == "dynamo" and d.HasField("dim_param") and d.dim_param:
+                shape.append(d.dim_param)
+            else:
+                d.dim_param = want
+                shape.append(want)
+        shapes.append(shape)
+    return shapes
+
+
+def _set_manifest(model, manifest: Manifest) -> None:
+    props = model.metadata_props
+    keep = [(q.key, q.value) for q in props if q.key != MANIFEST_KEY]
+    del props[:]
+    for k, v in keep + [(MANIFEST_KEY, manifest.to_json())]:
+        entry = props.add()
+        entry.key, entry.value = k, v
+
+
+# -- checks in onnxruntime ---------------------------------------------------------------------
+
+
+def _session(model_or_path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.SerializeToString()
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
+    try:
+        sess = _session(model)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"{exporter}: onnxruntime cannot load the exported model: {_first_line(err)}") from err
+    got_names = [o.name for o in sess.get_outputs()]
+    if got_names != p.spec.names:
+        raise ExportError(f"{exporter}: ONNX outputs are {got_names}, expected {p.spec.names}")
+    for k, (inputs, flat) in enumerate(p.probe_sizes()):
+        feeds = {n: t.detach().cpu().numpy() for n, t in zip(p.input_names, inputs)}
+        shapes = [tuple(t.shape) for t in inputs]
+        try:
+            got = sess.run(None, feeds)
+        except Exception as err:  # noqa: BLE001
+            raise ExportError(_explain_runtime_failure(exporter, p, inputs, err, sess)) from err
+        _common.compare_outputs(f"{exporter}: onnxruntime at input shape(s) {shapes}", p.spec.names, flat,
+                                [torch.from_numpy(g) for g in got], check_values=not p.training)
+
+
+def _explain_runtime_failure(exporter: str, p: Plan, inputs, err: BaseException, sess) -> str:
+    """Name the dynamic dim(s) at which the exported model fails to run."""
+    if p.dynamic and inputs is not p.inputs:
+        base = _common.dim_sizes(p.inputs, p.axes)
+        second = _common.dim_sizes(inputs, p.axes)
+        bad = []
+        for dim in p.dynamic:
+            trial = _common.resize(p.inputs, p.axes, {dim: second[dim]})
+            try:
+                sess.run(None, {n: t.numpy() for n, t in zip(p.input_names, trial)})
+            except Exception:  # noqa: BLE001
+                bad.append(dim)
+        bad = bad or list(p.dynamic)
+        sizes = ", ".join(f"{d}={base[d]}->{second[d]}" for d in bad)
+        return (f"{exporter}: the exported model does not run when {sizes} ({_first_line(err, 200)}), so "
+                f"{' and '.join(repr(d) for d in bad)} cannot be dynamic for this model with this exporter; "
+                f"export with a fixed {'/'.join(bad)} (drop it from dynamic)")
+    return f"{exporter}: onnxruntime fails on the example: {_first_line(err)}"
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _weights_bytes(module: nn.Module) -> int:
+    seen, total = set(), 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+@contextlib.contextmanager
+def _scratch_dir(target: Path | None):
+    """A temp folder beside ``target`` (same file system, so files move by rename), or None."""
+    if target is None:
+        yield None
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _check_opset(opset: Any) -> int | None:
+    if opset is None:
+        return None
+    import onnx.defs
+
+    top = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= top:
+        raise InvalidInputError(f"opset {opset!r} is not an integer between 7 and {top}")
+    return opset

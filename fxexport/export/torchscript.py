@@ -1,0 +1,217 @@
+"""Export an extractor to a TorchScript archive whose forward returns a flat tuple.
+
+The saved module's ``forward`` returns the flat outputs (``NAME``, ``NAME.0``,
+``NAME.KEY``) as a tuple in the extractor's order; its ``output_names``
+attribute (``List[str]``) names them, from Python (``module.output_names``) and
+C++ (``module.attr("output_names").toList()``); ``input_names`` likewise. The
+manifest is the archive's extra file ``fxexport/manifest.json``.
+
+Archives are reproducible: each export compiles in a fresh TorchScript
+compilation unit (type names do not depend on what was compiled before in the
+process) and the archive is rewritten without its debug records (which name
+process-local generated files); exporting the same model twice gives identical
+bytes. The price: TorchScript errors raised from the archive show no Python
+source ranges.
+
+Example:
+    >>> import torch, tempfile, os
+    >>> class Net(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return {"double": x * 2, "pair": (x + 1, x - 1)}
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.pt")
+    >>> m = export_torchscript(Net(), torch.ones(2, 3), path)
+    >>> loaded = torch.jit.load(path)
+    >>> loaded.output_names, m.exporter
+    (['double', 'pair.0', 'pair.1'], 'script')
+    >>> [t.sum().item() for t in loaded(torch.ones(2, 3))]
+    [12.0, 12.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import contextlib
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fxexport._io import atomic_path
+from fxexport.errors import ExportError, InvalidInputError
+from fxexport.export import _common
+from fxexport.export._common import Plan, _first_line
+from fxexport.flatten import FlatOutputs
+from fxexport.manifest import TORCHSCRIPT_EXTRA_FILE, Manifest
+
+__all__ = ["export_torchscript", "METHODS"]
+
+METHODS = ("auto", "script", "trace")
+
+
+def export_torchscript(
+    extractor: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    method: str = "auto",
+    dynamic: str | Sequence[str] | None = None,
+    model_info: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Export ``extractor`` to the TorchScript archive ``path``; return its manifest.
+
+    Args:
+        extractor: a module returning a dict of tensors / nested tuples, lists,
+            dicts of tensors. Its train/eval mode is kept and recorded.
+        example_inputs: a tensor or a tuple of tensors (traced with, and used to check).
+        path: the archive to write (atomically), conventionally ``.pt``.
+        method: ``"script"`` (``torch.jit.script``), ``"trace"``
+            (``torch.jit.trace``) or ``"auto"`` (script, falling back to trace
+            with a warning that says why scripting failed).
+        dynamic: dims (``"batch"``, ``"height"``, ``"width"``) the archive is
+            checked to accept at a second size; they are named in the manifest.
+        model_info: stored as ``Manifest.model``.
+
+    Raises:
+        InvalidInputError, OutputSpecError: bad arguments or a non-tensor output.
+        ExportError: scripting/tracing failed, or the saved archive does not
+            reproduce the eager extractor (names, shapes, values).
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    target = Path(path)
+    if target.suffix.lower() not in (".pt", ".ts"):
+        raise InvalidInputError(f"TorchScript path '{path}' must end in .pt or .ts (readers dispatch on the suffix)")
+    _common.check_extractor(extractor)
+    with _common.preserved_state(extractor):
+        p = _common.plan(extractor, example_inputs, dynamic, None)
+        wrapper = FlatOutputs(p.extractor, p.spec, p.arg_names)
+        module, used = _compile(wrapper, p, method)
+        manifest = _common.make_manifest(p, fmt="torchscript", output_shapes=p.output_shapes, exporter=used,
+                                         opset=None, model_info=model_info)
+        buf = io.BytesIO()
+        with _common.quiet():
+            torch.jit.save(module, buf, _extra_files={TORCHSCRIPT_EXTRA_FILE: manifest.to_json()})
+            data = canonical_archive(buf.getvalue())
+            _check_archive(data, p, used)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return manifest
+
+
+def _compile(wrapper: FlatOutputs, p: Plan, method: str):
+    if method in ("script", "auto"):
+        try:
+            with _common.quiet(), fresh_compilation_unit():
+                return torch.jit.script(wrapper), "script"
+        except Exception as err:  # noqa: BLE001 - scripting errors come in many types
+            reason = _script_reason(err)
+            if method == "script":
+                raise ExportError(f"torch.jit.script failed: {reason}; try method='trace'") from err
+            warnings.warn(
+                f"fxexport: torch.jit.script failed ({reason}); falling back to torch.jit.trace, which "
+                "records one path through the model (data-dependent control flow is frozen)",
+                stacklevel=3,
+            )
+    try:
+        with _common.quiet(), fresh_compilation_unit():
+            traced = torch.jit.trace(wrapper, p.export_inputs, check_trace=False)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"torch.jit.trace failed: {_first_line(err)}") from err
+    str_list = torch._C.ListType(torch._C.StringType.get())
+    traced._c._register_attribute("output_names", str_list, list(p.spec.names))
+    traced._c._register_attribute("input_names", str_list, list(wrapper.input_names))
+    return traced, "trace"
+
+
+def _script_reason(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    # TorchScript puts the message first and the source excerpt after it
+    msg = next((ln for ln in lines if not ln.startswith(("File ", "~", "^"))), type(err).__name__)
+    return msg[:300]
+
+
+def _check_archive(data: bytes, p: Plan, used: str) -> None:
+    try:
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"{used}: the saved archive cannot be loaded: {_first_line(err)}") from err
+    if list(loaded.output_names) != p.spec.names:
+        raise ExportError(f"{used}: archive output_names {list(loaded.output_names)} != {p.spec.names}")
+    loaded.train(p.training)
+    for inputs, flat in p.probe_sizes():
+        shapes = [tuple(t.shape) for t in inputs]
+        try:
+            with torch.no_grad():
+                got = loaded(*inputs)
+        except Exception as err:  # noqa: BLE001
+            if inputs is p.inputs:
+                raise ExportError(f"{used}: the archive fails on the example: {_first_line(err)}") from err
+            raise ExportError(
+                f"{used}: the archive does not run at input shape(s) {shapes} ({_first_line(err, 200)}), so "
+                f"{', '.join(repr(d) for d in p.dynamic)} cannot be dynamic with {used}"
+                + ("; try method='script'" if used == "trace" else "")
+            ) from err
+        if isinstance(got, torch.Tensor):
+            got = (got,)
+        _common.compare_outputs(f"{used}: TorchScript at input shape(s) {shapes}", p.spec.names, flat, list(got),
+                                check_values=not p.training)
+
+
+# -- reproducible archives ---------------------------------------------------------------------
+
+_AUTO_RECORDS = {".data/serialization_id"}  # the writer derives it from the content
+
+
+@contextlib.contextmanager
+def fresh_compilation_unit() -> Iterator[None]:
+    """Compile into a private TorchScript compilation unit.
+
+    TorchScript names a class that was already compiled in this process
+    ``___torch_mangle_N`` (N from a per-unit counter), so a second export of the
+    same model in one process would name its types differently. A fresh unit
+    (and type cache) per export makes the names depend on the model only.
+    """
+    import torch.jit._recursive as jit_recursive
+    import torch.jit._state as jit_state
+
+    saved = (jit_state._python_cu, jit_recursive._python_cu, jit_recursive.concrete_type_store)
+    unit = torch._C.CompilationUnit()
+    jit_state._python_cu = jit_recursive._python_cu = unit
+    jit_recursive.concrete_type_store = jit_recursive.ConcreteTypeStore()
+    try:
+        yield
+    finally:
+        jit_state._python_cu, jit_recursive._python_cu, jit_recursive.concrete_type_store = saved
+
+
+def canonical_archive(data: bytes) -> bytes:
+    """Rewrite a ``torch.jit.save`` archive so that it depends on the model only.
+
+    Drops the ``*.debug_pkl`` records (source ranges that name the process-local
+    files torch.fx generates code in, ``<eval_with_key>.N``, and absolute paths;
+    loading does not need them) and lets the writer derive the serialization id
+    from the content.
+
+    Example:
+        >>> import io, torch
+        >>> def save(m):
+        ...     buf = io.BytesIO(); torch.jit.save(torch.jit.script(m), buf); return buf.getvalue()
+        >>> torch.manual_seed(0); a = canonical_archive(save(torch.nn.Linear(2, 2)))
+        >>> torch.manual_seed(0); b = canonical_archive(save(torch.nn.Linear(2, 2)))
+        >>> a == b
+        True
+    """
+    reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+    out = io.BytesIO()
+    writer = torch._C.PyTorchFileWriter(out)
+    for record in reader.get_all_records():
+        if record in _AUTO_RECORDS or record.endswith(".debug_pkl"):
+            continue
+        blob = reader.get_record(record)
+        writer.write_record(record, blob, len(blob))
+    writer.write_end_of_file()
+    return out.getvalue()
