@@ -27,6 +27,8 @@ from fxexport.errors import (  # noqa: E402
 from fxexport.manifest import Manifest, TensorSpec, read_manifest  # noqa: E402
 from fxexport.tracing import LeafModuleAwareTracer, NodePathTracer  # noqa: E402
 from fxexport.extractor import create_feature_extractor, get_graph_node_names  # noqa: E402
+from fxexport.flatten import OutputSpec, flatten, unflatten  # noqa: E402
+from fxexport.export import export_onnx, export_torchscript  # noqa: E402
 from fxexport.verify import OutputCheck, VerifyReport, verify  # noqa: E402
 
 __all__ = [
@@ -45,6 +47,11 @@ __all__ = [
     "NodePathTracer",
     "create_feature_extractor",
     "get_graph_node_names",
+    "OutputSpec",
+    "flatten",
+    "unflatten",
+    "export_onnx",
+    "export_torchscript",
     "verify",
     "VerifyReport",
     "OutputCheck",
