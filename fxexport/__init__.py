@@ -28,7 +28,7 @@ from fxexport.manifest import Manifest, TensorSpec, read_manifest  # noqa: E402
 from fxexport.tracing import LeafModuleAwareTracer, NodePathTracer  # noqa: E402
 from fxexport.extractor import create_feature_extractor, get_graph_node_names  # noqa: E402
 from fxexport.flatten import OutputSpec, flatten, unflatten  # noqa: E402
-from fxexport.export import export_onnx, export_torchscript  # noqa: E402
+from fxexport.export import export_aoti, export_onnx, export_torchscript  # noqa: E402
 from fxexport.verify import OutputCheck, VerifyReport, verify  # noqa: E402
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "unflatten",
     "export_onnx",
     "export_torchscript",
+    "export_aoti",
     "verify",
     "VerifyReport",
     "OutputCheck",
