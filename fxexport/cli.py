@@ -87,6 +87,19 @@ def _step(args, message: str) -> Iterator[None]:
         err.print(f"[dim]{message.rstrip('.')} ({elapsed:.1f} s)[/dim]")
 
 
+def _plain(*values: Any) -> list:
+    """Table cells printed as they are (a shape such as ``[batch, 64]`` is not rich markup)."""
+    from rich.text import Text
+
+    return [Text(str(v)) for v in values]
+
+
+def _esc(value: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -314,11 +327,11 @@ def cmd_nodes(args) -> int:
 
         def label(part, payload):
             if payload is None:
-                return f"[bold]{part}[/bold]"
+                return f"[bold]{_esc(part)}[/bold]"
             info, where = payload
-            bits = [part]
+            bits = [_esc(part)]
             if args.shapes:
-                bits.append(f"[cyan]{_fmt_shape(info.shape) or info.value or ''}[/cyan] [dim]{info.op}[/dim]")
+                bits.append(f"[cyan]{_esc(_fmt_shape(info.shape) or info.value or '')}[/cyan] [dim]{_esc(info.op)}[/dim]")
             if mark[where]:
                 bits.append(f"[yellow]({mark[where]})[/yellow]")
             return " ".join(bits)
@@ -327,13 +340,14 @@ def cmd_nodes(args) -> int:
             for child in tnode.children.values():
                 grow(branch.add(label(child.label, child.info)), child)
 
-        tree = Tree(f"[bold]{args.model}[/bold]")
+        tree = Tree(f"[bold]{_esc(args.model)}[/bold]")
         grow(tree, node_tree((name, (info, where)) for name, info, where in rows))
         console.print(tree)
     else:
         from rich.table import Table
 
-        table = Table(title=f"{args.model}: {len(rows)} nodes", title_justify="left")
+        console.print(_plain(f"{args.model}: {len(rows)} nodes")[0])
+        table = Table()
         table.add_column("#", justify="right", style="dim")
         table.add_column("node", no_wrap=True)
         if args.shapes:
@@ -348,7 +362,7 @@ def cmd_nodes(args) -> int:
                 cells += [info.op, _fmt_shape(info.shape) or (info.value or ""), info.dtype or ""]
             if any(mark[w] for _, _, w in rows):
                 cells.append(mark[where])
-            table.add_row(*cells)
+            table.add_row(*_plain(*cells))
         console.print(table)
     return 0
 
@@ -371,6 +385,8 @@ def add_export_parser(sub) -> None:
     g = p.add_argument_group("formats")
     g.add_argument("--onnx", metavar="FILE", default=None, help="write an ONNX model here")
     g.add_argument("--torchscript", metavar="FILE", default=None, help="write a TorchScript archive here")
+    g.add_argument("--aoti", metavar="FILE.pt2", default=None,
+                   help="compile an AOTInductor package here, for C++ (built for this machine's CPU; tens of seconds)")
     g.add_argument("--dynamic", metavar="DIMS", type=_dynamic, default=None,
                    help="dims that may vary at run time: batch[,height,width]")
     g.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
@@ -393,10 +409,10 @@ def _tolerance_options(g) -> None:
 def _print_manifest_outputs(console, manifest, path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{path}  ({_size(path)}, {manifest.format}"
-                        f"{', ' + manifest.exporter if manifest.exporter else ''}"
-                        f"{', opset ' + str(manifest.opset) if manifest.opset else ''})",
-                  title_justify="left")
+    console.print(_plain(f"{path}  ({_size(path)}, {manifest.format}"
+                         f"{', ' + manifest.exporter if manifest.exporter else ''}"
+                         f"{', opset ' + str(manifest.opset) if manifest.opset else ''})")[0])
+    table = Table()
     table.add_column("", style="dim")
     table.add_column("name", style="bold")
     table.add_column("shape", style="cyan")
@@ -406,10 +422,10 @@ def _print_manifest_outputs(console, manifest, path) -> None:
     for node, out in manifest.nodes.items():
         node_of[out] = node
     for spec in manifest.inputs:
-        table.add_row("input", spec.name, _fmt_shape(spec.shape), spec.dtype, "")
+        table.add_row(*_plain("input", spec.name, _fmt_shape(spec.shape), spec.dtype, ""))
     for spec in manifest.outputs:
         top = spec.name if spec.name in node_of else spec.name.split(".", 1)[0]
-        table.add_row("output", spec.name, _fmt_shape(spec.shape), spec.dtype, node_of.get(spec.name, node_of.get(top, "")))
+        table.add_row(*_plain("output", spec.name, _fmt_shape(spec.shape), spec.dtype, node_of.get(spec.name, node_of.get(top, ""))))
     console.print(table)
 
 
@@ -426,11 +442,12 @@ def _report(args, report, console) -> int:
 
 
 def cmd_export(args) -> int:
-    import fxexport
+    from fxexport.export import export_onnx, export_torchscript
     from fxexport.extractor import create_feature_extractor
+    from fxexport.verify import verify
 
-    if not args.onnx and not args.torchscript:
-        raise CliError("nothing to write: give --onnx FILE and/or --torchscript FILE")
+    if not args.onnx and not args.torchscript and not args.aoti:
+        raise CliError("nothing to write: give --onnx FILE, --torchscript FILE and/or --aoti FILE.pt2")
     nodes = _return_nodes(args.node)
     model, leaves, info = _load(args)
     with _step(args, "Tracing..."):
@@ -439,13 +456,18 @@ def cmd_export(args) -> int:
     manifests = {}
     if args.onnx:
         with _step(args, f"Exporting ONNX to {args.onnx}..."):
-            manifests[args.onnx] = fxexport.export_onnx(
+            manifests[args.onnx] = export_onnx(
                 extractor, example, args.onnx, dynamic=args.dynamic, opset=args.opset,
                 exporter=args.exporter, model_info=info)
     if args.torchscript:
         with _step(args, f"Exporting TorchScript to {args.torchscript}..."):
-            manifests[args.torchscript] = fxexport.export_torchscript(
-                extractor, example, args.torchscript, method=args.ts_method, model_info=info)
+            manifests[args.torchscript] = export_torchscript(
+                extractor, example, args.torchscript, method=args.ts_method, dynamic=args.dynamic, model_info=info)
+    if args.aoti:
+        from fxexport.export.aoti import export_aoti
+
+        with _step(args, f"Compiling AOTInductor package {args.aoti}..."):
+            manifests[args.aoti] = export_aoti(extractor, example, args.aoti, dynamic=args.dynamic, model_info=info)
     console = _out(args)
     if console is not None:
         for path, manifest in manifests.items():
@@ -456,7 +478,7 @@ def cmd_export(args) -> int:
     report = None
     if args.verify:
         with _step(args, f"Verifying on {args.n_inputs} inputs..."):
-            report = fxexport.verify(list(manifests), extractor, n_inputs=args.n_inputs,
+            report = verify(list(manifests), extractor, n_inputs=args.n_inputs,
                                      rtol=args.rtol, atol=args.atol, seed=args.seed)
     if args.json:
         data = {"artifacts": {p: m.to_dict() for p, m in manifests.items()}}
@@ -489,8 +511,8 @@ fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --no
 
 
 def cmd_verify(args) -> int:
-    import fxexport
     from fxexport._io import atomic_path
+    from fxexport.verify import verify
 
     extractor = None
     if args.model:
@@ -507,7 +529,7 @@ def cmd_verify(args) -> int:
     elif args.model_kwargs or args.leaf_module:
         raise CliError("--model-kwargs and --leaf-module need --model (the manifest records its own)")
     with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
-        report = fxexport.verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
+        report = verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
                                  n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
                                  weights=args.weights if extractor is None else None)
     if args.report:
@@ -551,25 +573,25 @@ def cmd_inspect(args) -> int:
         head = Table.grid(padding=(0, 2))
         head.add_column(style="dim")
         head.add_column()
-        head.add_row("file", f"{info['path']} ({_size(info['path'])})")
-        head.add_row("format", str(info["format"] or "?"))
+        head.add_row(*_plain("file", f"{info['path']} ({_size(info['path'])})"))
+        head.add_row(*_plain("format", str(info["format"] or "?")))
         for key in ("exporter", "opset", "mode"):
             if m.get(key) is not None:
-                head.add_row(key, str(m[key]))
+                head.add_row(*_plain(key, str(m[key])))
         if not m.get("opset") and facts.get("opset"):
-            head.add_row("opset", str(facts.pop("opset")))
+            head.add_row(*_plain("opset", str(facts.pop("opset"))))
         facts.pop("opset", None)
         if m.get("dynamic"):
-            head.add_row("dynamic", ", ".join(m["dynamic"]))
+            head.add_row(*_plain("dynamic", ", ".join(m["dynamic"])))
         if m.get("model"):
             model = m["model"]
-            head.add_row("model", str(model.get("spec")) + (f" {json.dumps(model['kwargs'])}" if model.get("kwargs") else ""))
+            head.add_row(*_plain("model", str(model.get("spec")) + (f" {json.dumps(model['kwargs'])}" if model.get("kwargs") else "")))
             if model.get("weights_sha256"):
-                head.add_row("weights", f"sha256 {model['weights_sha256']}")
+                head.add_row(*_plain("weights", f"sha256 {model['weights_sha256']}"))
         if m.get("versions"):
-            head.add_row("versions", ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items())))
+            head.add_row(*_plain("versions", ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items()))))
         for key, value in facts.items():
-            head.add_row(key.replace("_", " "), str(value))
+            head.add_row(*_plain(key.replace("_", " "), str(value)))
         console.print(head)
         node_of = {out: node for node, out in (m.get("nodes") or {}).items()}
         table = Table(title_justify="left")
@@ -585,7 +607,7 @@ def cmd_inspect(args) -> int:
                 if node_of:
                     name = str(s["name"])
                     row.append(node_of.get(name, node_of.get(name.split(".", 1)[0], "")) if kind == "output" else "")
-                table.add_row(*row)
+                table.add_row(*_plain(*row))
         console.print(table)
     if info["error"]:
         raise CliError(info["error"])
@@ -611,9 +633,10 @@ def add_demo_parser(sub) -> None:
 
 
 def cmd_demo(args) -> int:
-    import fxexport
     from fxexport.describe import describe_nodes
+    from fxexport.export import export_onnx, export_torchscript
     from fxexport.extractor import create_feature_extractor
+    from fxexport.verify import verify
     from fxexport.models import load_model, model_info
 
     console = _out(args)
@@ -632,12 +655,12 @@ def cmd_demo(args) -> int:
 
         shown = [i for i in infos if i.name in ("x", "conv1", "maxpool", *DEMO_NODES)
                  or i.name in [f"{n}.1.relu_1" for n in DEMO_NODES]]
-        table = Table(title=f"1. nodes ({len(infos)} in the eval graph; `fxexport nodes {DEMO_MODEL}` lists all)",
-                      title_justify="left")
+        console.print(f"1. nodes ({len(infos)} in the eval graph; `fxexport nodes {DEMO_MODEL}` lists all):")
+        table = Table()
         for col, style in (("node", "bold"), ("op", "dim"), ("shape", "cyan")):
             table.add_column(col, style=style)
         for i in shown:
-            table.add_row(i.name, i.op, _fmt_shape(i.shape))
+            table.add_row(*_plain(i.name, i.op, _fmt_shape(i.shape)))
         console.print(table)
         console.print("2. extractor: " + ", ".join(f"{n} -> [bold]{o}[/bold]" for n, o in DEMO_NODES.items()))
     extractor = create_feature_extractor(model, DEMO_NODES).eval()
@@ -646,16 +669,17 @@ def cmd_demo(args) -> int:
     onnx_path, ts_path = out_dir / "resnet18_features.onnx", out_dir / "resnet18_features.pt"
     manifests = {}
     with _step(args, f"Exporting ONNX to {onnx_path}..."):
-        manifests[str(onnx_path)] = fxexport.export_onnx(extractor, example, onnx_path, dynamic=("batch",),
+        manifests[str(onnx_path)] = export_onnx(extractor, example, onnx_path, dynamic=("batch",),
                                                          model_info=info)
     with _step(args, f"Exporting TorchScript to {ts_path}..."):
-        manifests[str(ts_path)] = fxexport.export_torchscript(extractor, example, ts_path, model_info=info)
+        manifests[str(ts_path)] = export_torchscript(extractor, example, ts_path, dynamic=("batch",),
+                                                     model_info=info)
     if console is not None:
         console.print("3. exported:")
         for path, manifest in manifests.items():
             _print_manifest_outputs(console, manifest, path)
     with _step(args, "Verifying both in onnxruntime / torch.jit..."):
-        report = fxexport.verify(list(manifests), extractor, n_inputs=3)
+        report = verify(list(manifests), extractor, n_inputs=3)
     if args.json:
         _print_json({"artifacts": {p: m.to_dict() for p, m in manifests.items()}, "verify": report.to_dict()})
         return 0 if report.ok else 1
@@ -663,9 +687,78 @@ def cmd_demo(args) -> int:
         console.print("4. verification (eager extractor vs each runtime):")
     code = _report(args, report, console)
     if console is not None:
-        console.print(f"\nfiles: [bold]{onnx_path}[/bold], [bold]{ts_path}[/bold]   "
-                      f"(try `fxexport inspect {onnx_path}`)   [dim]{time.perf_counter() - start:.1f} s[/dim]")
+        console.print(f"\nfiles: [bold]{_esc(onnx_path)}[/bold], [bold]{_esc(ts_path)}[/bold]   "
+                      f"(try `fxexport inspect {_esc(onnx_path)}`)   [dim]{time.perf_counter() - start:.1f} s[/dim]")
     return code
+
+
+# ----------------------------------------------------------------------------- cpp-example
+
+
+def add_cpp_example_parser(sub) -> None:
+    p = _command(
+        sub, "cpp-example", cmd_cpp_example,
+        "build the C++ example program (TorchScript / AOTInductor runner) and optionally run an artifact in it",
+        """fxexport cpp-example
+fxexport cpp-example --run out/resnet18.pt2 --input x.npy --out out/cpp""",
+        "Compile scripts/cpp/fxexport_infer.cpp against the libtorch inside the installed torch (once: the "
+        "binary is cached and rebuilt only when the sources, the compiler or torch change) and print its path. "
+        "With --run, run a .pt or .pt2 artifact in it: it prints each output's name, shape and checksums.",
+    )
+    p.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="where to keep the binary (default $FXEXPORT_CACHE_DIR/cpp or ~/.cache/fxexport/cpp)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a cached binary exists")
+    p.add_argument("--run", metavar="ARTIFACT", default=None, help="a .pt (TorchScript) or .pt2 (AOTInductor) file")
+    p.add_argument("--input", metavar="FILE.npy", default=None,
+                   help="input tensor for --run (default: seeded random input of the manifest's shape)")
+    p.add_argument("--out", metavar="DIR", default=None, help="with --run: write each output to DIR/<i>_<name>.npy")
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads for the program")
+    _common(p, json_help="print {binary, outputs} as JSON")
+
+
+def cmd_cpp_example(args) -> int:
+    import subprocess
+    import tempfile
+
+    from fxexport.cpp import build_cpp_example
+
+    with _step(args, "Building the C++ example (cached after the first time)..."):
+        binary = build_cpp_example(args.cache_dir, force=args.force)
+    if not args.run:
+        if args.json:
+            _print_json({"binary": str(binary)})
+        else:
+            sys.stdout.write(f"{binary}\n")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="fxexport-cpp-") as tmp:
+        inputs = [args.input]
+        if args.input is None:
+            import numpy as np
+
+            from fxexport.manifest import read_manifest
+            from fxexport.verify import make_inputs
+
+            sample = make_inputs(read_manifest(args.run), n_inputs=1)[0]
+            inputs = []
+            for i, t in enumerate(sample):
+                inputs.append(str(Path(tmp) / f"input_{i}.npy"))
+                np.save(inputs[-1], t.numpy())
+        out_dir = args.out or str(Path(tmp) / "outputs")
+        cmd = [str(binary), args.run, *inputs, "--out", out_dir]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CliError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
+                           f"the C++ program exited {proc.returncode}")
+        if args.json:
+            listing = json.loads((Path(out_dir) / "outputs.json").read_text())
+            _print_json({"binary": str(binary), **listing})
+        elif args.quiet:
+            sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if "\tshape=" in line))
+        else:
+            sys.stdout.write(proc.stdout)
+    return 0
 
 
 # ----------------------------------------------------------------------------- main
@@ -677,6 +770,7 @@ COMMANDS: list[Callable] = [
     add_verify_parser,
     add_inspect_parser,
     add_demo_parser,
+    add_cpp_example_parser,
 ]
 
 
@@ -700,6 +794,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_warnings() -> None:
+    """Warnings as one line ``fxexport: warning: ...``; torch's deprecation notices hidden (--debug shows all)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(f"{PROG}: warning: {_one_line(message)}\n")
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fxexport`` and ``python -m fxexport``; returns the exit code."""
     parser = build_parser()
@@ -708,8 +815,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         sys.stderr.write(f"{PROG}: error: no command given\n")
         return 2
+    import warnings
+
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():  # in-process callers get their warning settings back
+            if not args.debug:
+                _quiet_warnings()
+            return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130

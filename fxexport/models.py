@@ -9,7 +9,8 @@ A *spec* names a model builder:
   means ``path/to/file.py:build``);
 - ``package.module:callable`` -- a callable in an importable module.
 
-The callable must return an ``nn.Module``. Nothing is ever downloaded: with no weights the
+The callable must return an ``nn.Module``; when it has a ``seed`` parameter it is given
+``load_model``'s seed (the example models in ``models/`` seed themselves that way). Nothing is ever downloaded: with no weights the
 model gets a seeded random initialisation (the same spec and seed give the same model);
 with ``weights`` the state dict is read from a ``.safetensors`` file or a ``torch.save``
 file (``weights_only=True``, never full unpickling) and matched strictly.
@@ -270,7 +271,7 @@ def _get_callable(module, attr: str, where: str) -> Callable[..., Any]:
     return fn
 
 
-def _build(parsed: ModelSpec, kwargs: dict[str, Any]) -> nn.Module:
+def _build(parsed: ModelSpec, kwargs: dict[str, Any], seed: int = 0) -> nn.Module:
     if parsed.kind == "torchvision":
         return _build_torchvision(parsed.target, kwargs)
     if parsed.kind == "timm":
@@ -280,6 +281,12 @@ def _build(parsed: ModelSpec, kwargs: dict[str, Any]) -> nn.Module:
     else:
         module = _import_module(parsed.target)
     fn = _get_callable(module, parsed.attr, parsed.target)
+    try:
+        takes_seed = "seed" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes_seed = False
+    if takes_seed and "seed" not in kwargs:
+        kwargs = dict(kwargs, seed=seed)  # a builder that seeds itself gets load_model's seed
     try:
         model = fn(**kwargs)
     except TypeError as err:
@@ -319,7 +326,7 @@ def load_model(
     kwargs = dict(kwargs or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _build(parsed, kwargs)
+        model = _build(parsed, kwargs, seed)
     if not isinstance(model, nn.Module):
         raise InvalidInputError(f"model spec '{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

@@ -93,8 +93,8 @@ class MultiTaskNet(nn.Module):
         return {"logits": self.cls_head(feats), "seg": self.seg_head(feats, size), "depth": self.depth_head(feats, size)}
 
 
-def build(num_classes: int = 10, seg_classes: int = 5, width: int = 16) -> MultiTaskNet:
-    """The multi-task net, seeded (same weights on every call), in eval mode."""
+def build(num_classes: int = 10, seg_classes: int = 5, width: int = 16, seed: int = 0) -> MultiTaskNet:
+    """The multi-task net, seeded by ``seed`` (the same weights for the same seed), in eval mode."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         return MultiTaskNet(num_classes, seg_classes, width).eval()

@@ -52,8 +52,8 @@ class TrainEvalNet(nn.Module):
         return {"logits": logits}
 
 
-def build(num_classes: int = 10, noise: float = 0.1) -> TrainEvalNet:
-    """The train/eval net, seeded, in eval mode."""
+def build(num_classes: int = 10, noise: float = 0.1, seed: int = 0) -> TrainEvalNet:
+    """The train/eval net, seeded by ``seed`` (the same weights for the same seed), in eval mode."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         return TrainEvalNet(num_classes, noise).eval()

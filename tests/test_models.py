@@ -137,6 +137,10 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
+    # a builder with a `seed` parameter (the example models) gets load_model's seed
+    e = load_model(spec("train_eval"), seed=1)
+    assert not torch.equal(a.fc.weight, e.fc.weight)
+    assert torch.equal(e.fc.weight, load_model(spec("train_eval"), seed=1).fc.weight)
     c = load_model("torchvision:resnet18", seed=1)
     d = load_model("torchvision:resnet18", seed=2)
     assert not torch.equal(c.conv1.weight, d.conv1.weight)

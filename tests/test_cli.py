@@ -1,0 +1,265 @@
+"""The command line, through the real entry point (``python -m fxexport``) for each command and
+error path, plus cheaper in-process ``main([...])`` calls for the remaining flags.
+
+Each subprocess imports torch (a few seconds), so they are few: one per command and one per
+error path the issue names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fxexport.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTITASK = str(ROOT / "models" / "multitask.py") + ":build"
+TRAIN_EVAL = str(ROOT / "models" / "train_eval.py") + ":build"
+NEEDS_LEAF = str(ROOT / "models" / "needs_leaf.py") + ":build"
+NODES = ["--node", "trunk.stage3=features", "--node", "cls_head.fc=logits", "--node", "seg_head.interpolate=seg"]
+
+
+def fx(*args: str, cwd: Path | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    """Run ``python -m fxexport ARGS`` and return the finished process."""
+    env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "fxexport", *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("fxexport: error: ")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def files_in(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir()) if path.exists() else []
+
+
+# ----------------------------------------------------------------------------- exported artifacts
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`fxexport export` (subprocess) of the multi-task net to ONNX + TorchScript, verified."""
+    out = tmp_path_factory.mktemp("export")
+    onnx_path, ts_path = out / "mt.onnx", out / "mt.pt"
+    proc = fx("export", MULTITASK, *NODES, "--dynamic", "batch", "--onnx", str(onnx_path),
+              "--torchscript", str(ts_path), "--verify", "--n-inputs", "2", "--json")
+    return proc, onnx_path, ts_path
+
+
+def test_export_writes_named_outputs_and_verifies(exported):
+    proc, onnx_path, ts_path = exported
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    manifest = data["artifacts"][str(onnx_path)]
+    assert [o["name"] for o in manifest["outputs"]] == ["features", "logits", "seg"]
+    assert manifest["model"]["spec"] == MULTITASK and manifest["model"]["seed"] == 0
+    assert manifest["outputs"][0]["shape"][0] == "batch"
+    assert data["verify"]["ok"] is True
+    assert onnx_path.is_file() and ts_path.is_file()
+    assert not [n for n in files_in(onnx_path.parent) if n.startswith(".")]  # no temp files left
+
+    import onnx
+
+    assert [o.name for o in onnx.load(str(onnx_path)).graph.output] == ["features", "logits", "seg"]
+    assert list(torch.jit.load(str(ts_path)).output_names) == ["features", "logits", "seg"]
+
+
+def test_verify_reads_model_from_manifest_and_catches_mismatch(exported, tmp_path):
+    _, onnx_path, ts_path = exported
+    report = tmp_path / "report.json"
+    ok = fx("verify", str(onnx_path), str(ts_path), "--n-inputs", "1", "--report", str(report))
+    assert ok.returncode == 0, ok.stderr
+    assert "features" in ok.stdout and json.loads(report.read_text())["ok"] is True
+    # the same model with other random weights is a real mismatch: exit 1, the table names the outputs
+    bad = fx("verify", str(onnx_path), "--model", MULTITASK, "--seed", "1", *NODES, "--n-inputs", "1", "--quiet")
+    assert bad.returncode == 1, bad.stderr
+    assert "MISMATCH" in bad.stdout and "logits" in bad.stderr
+
+
+def test_inspect_shows_manifest(exported):
+    _, onnx_path, _ = exported
+    proc = fx("inspect", str(onnx_path))
+    assert proc.returncode == 0, proc.stderr
+    for text in ("features", "logits", "seg", "batch", "opset", "multitask.py", "trunk.stage3"):
+        assert text in proc.stdout, text
+
+
+def test_inspect_in_process_json_and_foreign_files(exported, tmp_path, capsys):
+    _, onnx_path, ts_path = exported
+    assert main(["inspect", str(ts_path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["format"] == "torchscript" and [o["name"] for o in data["outputs"]] == ["features", "logits", "seg"]
+
+    # an ONNX file fxexport did not write: show its inputs/outputs, then a clear error (exit 2)
+    import onnx
+
+    foreign = onnx.load(str(onnx_path))
+    del foreign.metadata_props[:]
+    path = tmp_path / "foreign.onnx"
+    onnx.save(foreign, str(path))
+    assert main(["inspect", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "features" in captured.out and "seg" in captured.out
+    assert "carries no fxexport manifest" in captured.err
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
+    assert main(["inspect", str(tmp_path / "junk.onnx")]) == 2
+    assert "fxexport: error:" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- export error paths
+
+
+def test_export_unknown_node_suggests_and_leaves_nothing(tmp_path):
+    proc = fx("export", MULTITASK, "--node", "trunk.stage9=f", "--onnx", str(tmp_path / "x.onnx"),
+              "--torchscript", str(tmp_path / "x.pt"))
+    assert_one_line_error(proc, "trunk.stage9", "trunk.stage")
+    assert files_in(tmp_path) == []
+
+
+def test_export_malformed_node(tmp_path):
+    proc = fx("export", MULTITASK, "--node", "=feat", "--onnx", str(tmp_path / "x.onnx"))
+    assert_one_line_error(proc, "malformed --node '=feat'", "NODE=NAME")
+    assert files_in(tmp_path) == []
+
+
+def test_export_mismatched_weights(tmp_path):
+    weights = tmp_path / "w.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, weights)
+    proc = fx("export", MULTITASK, *NODES, "--weights", str(weights), "--onnx", str(tmp_path / "x.onnx"))
+    assert_one_line_error(proc, "does not match the model", "missing keys", "unexpected keys 'conv.weight'")
+    assert files_in(tmp_path) == ["w.pt"]
+
+
+def test_export_argument_errors_in_process(tmp_path, capsys):
+    out = str(tmp_path / "x.onnx")
+    cases = [
+        (["--node", "layer1", "--onnx", out, "--input-shape", "1,3,,224"], "malformed shape '1,3,,224'"),
+        (["--node", "layer1", "--onnx", out, "--input-shape", "1,0,8,8"], "malformed shape"),
+        (["--node", "layer1", "--onnx", out, "--dynamic", "batch,depth"], "unknown dynamic dim 'depth'"),
+        (["--node", "a=b=c", "--onnx", out], "malformed --node 'a=b=c'"),
+        (["--node", "layer1", "--onnx", out, "--atol", "-1"], "expected a number >= 0"),
+    ]
+    for extra, fragment in cases:
+        with pytest.raises(SystemExit) as info:
+            main(["export", "torchvision:resnet18", *extra])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("fxexport: error: ") and fragment in err, err
+
+    cases = [
+        (["--node", "layer1"], "nothing to write"),
+        (["--node", "layer1=f", "--node", "layer2=f", "--onnx", out], "output name 'f' is used by two"),
+        (["--node", "layer1", "--onnx", out, "--weights", str(tmp_path / "none.pt")], "does not exist"),
+        (["--node", "layer1", "--onnx", out, "--model-kwargs", "{bad"], "not valid JSON"),
+    ]
+    for extra, fragment in cases:
+        assert main(["export", "torchvision:resnet18", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("fxexport: error: ") and fragment in err, err
+    assert files_in(tmp_path) == []
+
+
+def test_verify_argument_errors_in_process(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "missing.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["verify", "x.onnx", "--node", "layer1"]) == 2
+    assert "--node needs --model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+def test_nodes_json_marks_train_only_nodes():
+    proc = fx("nodes", TRAIN_EVAL, "--shapes", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    train = {n["name"]: n for n in data["train"]}
+    eval_ = {n["name"]: n for n in data["eval"]}
+    assert "aux_head.fc" in train and "aux_head.fc" not in eval_
+    assert train["aux_head.fc"]["shape"] == [1, 10] and train["aux_head.fc"]["op"] == "Linear"
+    assert eval_["stage2.0"]["shape"] == [1, 32, 8, 8] and eval_["stage2.0"]["dtype"] == "float32"
+
+
+def test_nodes_unknown_model_suggests():
+    proc = fx("nodes", "torchvision:resnt18")
+    assert_one_line_error(proc, "unknown torchvision model 'resnt18'", "'torchvision:resnet18'")
+
+
+def test_nodes_flags_in_process(capsys):
+    assert main(["nodes", TRAIN_EVAL, "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "aux_head.fc\ttrain only" in lines and "fc" in lines
+
+    assert main(["nodes", TRAIN_EVAL, "--mode", "eval", "--quiet", "--filter", r"^stage2\."]) == 0
+    assert capsys.readouterr().out.split() == ["stage2.0", "stage2.1", "stage2.2"]
+
+    assert main(["nodes", TRAIN_EVAL, "--tree", "--shapes", "--input-shape", "2,3,64,64"]) == 0
+    out = capsys.readouterr().out
+    assert "aux_head" in out and "[2, 16, 32, 32]" in out and "train only" in out
+
+    assert main(["nodes", TRAIN_EVAL, "--shapes", "--mode", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "AdaptiveAvgPool2d" in out and "[1, 16, 1, 1]" in out
+
+    assert main(["nodes", TRAIN_EVAL, "--json", "--mode", "eval"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["eval"]
+
+
+def test_nodes_errors_in_process(capsys):
+    assert main(["nodes", NEEDS_LEAF]) == 2
+    err = capsys.readouterr().err
+    assert "Gate" in err and "--leaf-module" in err and err.count("\n") == 1
+    assert main(["nodes", NEEDS_LEAF, "--leaf-module", "Gate", "--quiet", "--mode", "eval"]) == 0
+    assert "gate" in capsys.readouterr().out.split()
+    assert main(["nodes", NEEDS_LEAF, "--leaf-module", "Gat"]) == 2
+    assert "closest: 'Gate'" in capsys.readouterr().err
+    assert main(["nodes", TRAIN_EVAL, "--shapes", "--input-shape", "1,3,8"]) == 2
+    assert "--input-shape" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["nodes", TRAIN_EVAL, "--filter", "("])
+    assert "malformed --filter regex" in capsys.readouterr().err
+    assert main(["nodes", "resnet18"]) == 2
+    assert "did you mean 'torchvision:resnet18'" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(capsys):
+    assert main(["--debug", "nodes", "torchvision:resnt18"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert main(["nodes", "torchvision:resnt18", "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys):
+    for command in ("nodes", "export", "verify", "inspect", "demo"):
+        with pytest.raises(SystemExit) as info:
+            main([command, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "example:" in out and f"fxexport {command}" in out, command
+    assert main([]) == 2
+    assert "no command given" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def test_demo_end_to_end(tmp_path):
+    proc = fx("demo", "--out", str(tmp_path / "demo"), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "demo" / "resnet18_features.onnx").is_file()
+    assert (tmp_path / "demo" / "resnet18_features.pt").is_file()
+    for text in ("layer1", "feat4", "logits", "onnxruntime", str(tmp_path / "demo")):
+        assert text in proc.stdout, text
