@@ -103,7 +103,8 @@ def export_aoti(
         flat = FlatOutputs(extractor, p.spec, input_names=p.arg_names).train(extractor.training)
         program = _export_program(flat, p)
     manifest = make_manifest(p, fmt="aoti", output_shapes=p.output_shapes, exporter="aoti", opset=None,
-                             model_info=model_info, extra={"cpu": cpu_features()})
+                             model_info=model_info,
+                             extra={"cpu": cpu_features(), "example_shapes": [list(t.shape) for t in p.inputs]})
 
     with atomic_path(path) as tmp, tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as work:
         # The package's top-level folder is named after the file: compile under the
