@@ -77,11 +77,16 @@ DEFAULT_BATCH_SIZES = (1, 3)
 DYNAMIC_DIM_STEP = 32
 DEFAULT_SPATIAL = 224
 
-# Lowest tolerances used for low-precision outputs unless a per-output threshold says otherwise:
-# float16 keeps ~3 decimal digits, bfloat16 ~2, so float32-grade rtol would flag pure rounding.
-# range_atol: rounding in a low-precision sum scales with the largest partial sums, so small
-# elements of a large-valued tensor may be off by a few ulp *of the tensor's largest value*.
+# Lowest tolerances per output dtype, applied unless a Tolerance says dtype_floor=False.
+# range_atol: rounding in long sums (convolutions, matmuls) scales with the largest values
+# summed, so small elements of a large-valued output may be off by several ulp *of the
+# output's largest value*, far more than a fixed atol. Measured: resnet50 layer4 (seeded
+# random weights) reaches |x| = 245 and onnxruntime differs from eager by up to 3.8e-4
+# (1.5e-6 of the max) on elements near 0.1, which atol=1e-4 + rtol=1e-3 would fail.
+# float16 keeps ~3 decimal digits and bfloat16 ~2, so they also get a wider rtol/atol.
 DTYPE_FLOORS: dict[torch.dtype, dict[str, float]] = {
+    torch.float64: {"rtol": 0.0, "atol": 0.0, "range_atol": 1e-12},
+    torch.float32: {"rtol": 0.0, "atol": 0.0, "range_atol": 1e-5},   # ~80 ulp at max|ref|
     torch.float16: {"rtol": 1e-2, "atol": 1e-3, "range_atol": 4e-3},  # ~4 ulp at max|ref|
     torch.bfloat16: {"rtol": 5e-2, "atol": 1e-2, "range_atol": 3e-2},
 }
@@ -105,8 +110,8 @@ class Tolerance:
         min_cosine: the lowest cosine similarity allowed (``None``: not checked).
         check_dtype: whether the artifact's output dtype must equal the reference's
             (turn off for a variant that returns float16 for a float32 model).
-        dtype_floor: widen rtol/atol to :data:`DTYPE_FLOORS` for float16/bfloat16
-            outputs (on by default; per-output thresholds usually turn it off).
+        dtype_floor: widen rtol/atol/range_atol to the output dtype's :data:`DTYPE_FLOORS`
+            (on by default; turn it off for exact thresholds).
 
     Example:
         >>> Tolerance(rtol=1e-2, min_cosine=0.999).merged(Tolerance(rtol=1e-3, atol=1e-4))
@@ -335,11 +340,25 @@ class VerifyReport:
                              ("max abs", "right"), ("max rel", "right"), ("cosine", "right"),
                              ("outside tol", "right"), ("result", "left")):
             table.add_column(col, justify=justify, overflow="fold")
+        per_runtime: dict[str, set[str]] = {}
+        for info in self.artifacts:
+            per_runtime.setdefault(info["runtime"], set()).add(info["path"])
+        failing_inputs: dict[tuple[str, str], set[int]] = {}
+        for c in self.checks:
+            if not c.ok and c.input_index is not None:
+                failing_inputs.setdefault((c.artifact, c.name), set()).add(c.input_index)
         for c in rows:
-            where = f" @ input #{c.input_index}" if c.input_index is not None and not c.ok else ""
+            where = ""
+            if not c.ok and c.input_index is not None:
+                shapes = ", ".join("x".join(map(str, s)) for s in self.inputs[c.input_index])
+                n_bad = len(failing_inputs.get((c.artifact, c.name), ()))
+                where = f" @ input #{c.input_index} ({shapes}; fails on {n_bad} of {len(self.inputs)} inputs)"
             result = "ok" if c.ok else "FAIL: " + "; ".join(c.problems) + where
+            runtime = c.runtime
+            if len(per_runtime.get(c.runtime, ())) > 1:
+                runtime = f"{c.runtime} ({Path(c.artifact).name})"
             table.add_row(
-                c.runtime, c.name,
+                runtime, c.name,
                 "x".join(map(str, c.shape)) if c.shape is not None else "-",
                 c.dtype or "-",
                 _fmt(c.max_abs), _fmt(c.max_rel), _fmt(c.cosine, 6),
@@ -389,8 +408,10 @@ def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, r
     elementwise bound ``atol + rtol*|ref|`` is applied (with the dtype floors of
     :data:`DTYPE_FLOORS`). Matching infinities and NaNs at the same places count as
     equal. The cosine similarity of two all-zero tensors is 1.0, of an all-zero and
-    a non-zero one 0.0. ``max_rel`` divides by ``max(|ref|, atol/rtol)`` so that
-    near-zero references do not blow it up.
+    a non-zero one 0.0. ``max_rel`` divides by ``|ref| + atol/rtol`` (the given atol;
+    about ``|ref|`` wherever the relative part of the tolerance dominates) so that
+    near-zero references do not blow it up; with ``rtol=0`` or ``atol=0`` it is
+    ``|out-ref|/|ref|``.
 
     Example:
         >>> import torch
@@ -476,16 +497,19 @@ def _fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float
         return None
     r_abs = torch.abs(r, out=scratch.get("bound", n, work))
     r_max = float(r_abs.max())
+    atol_given = atol
     if range_atol:
         atol = max(atol, range_atol * r_max)
     if max_abs == 0.0:
         return 0, 0.0, 0.0, 0.0, 1.0, atol
-    if rtol > 0.0 and atol > 0.0:
-        # bound = atol + rtol*|ref|; ratio = diff/bound; relative error with denominator |ref| + atol/rtol
+    if rtol > 0.0 and atol_given > 0.0:
+        # relative error with denominator |ref| + atol/rtol (the given atol, not the range floor)
+        rel = torch.add(r_abs, atol_given / rtol, out=scratch.get("rel", n, work))
+        max_rel = float(torch.div(diff, rel, out=rel).max())
+        # bound = atol + rtol*|ref|; ratio = diff/bound
         ratio = diff.div_(r_abs.mul_(rtol).add_(atol))
         worst = float(ratio.max())
         n_out = int(torch.count_nonzero(ratio > 1.0))
-        max_rel = rtol * worst
     else:
         bound = r_abs * rtol + atol
         zero = torch.zeros((), dtype=work)
@@ -508,13 +532,14 @@ def _careful_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: fl
     diff = torch.where(finite, a - r, zero).abs_()
     diff[bad_special] = math.inf
     r_abs = torch.where(torch.isfinite(r), r.abs(), zero)
+    atol_given = atol
     if range_atol:
         atol = max(atol, range_atol * float(r_abs.max()))
     bound = r_abs * rtol + atol
     n_out = int(torch.count_nonzero(diff > bound))
     max_abs = float(diff.max())
     worst = float(torch.where(diff == 0, zero, diff / bound).max())
-    denom = r_abs + (atol / rtol) if rtol > 0 else r_abs
+    denom = r_abs + (atol_given / rtol) if rtol > 0 else r_abs
     max_rel = float(torch.where(diff == 0, zero, diff / denom).max())
     rf, af = r[finite], a[finite]
     cosine = _cosine(rf, af, float(rf.abs().max()) if rf.numel() else 0.0) if max_abs else 1.0
@@ -585,11 +610,15 @@ class Runner:
         load: ``load(path, manifest) -> Session``.
         tolerance: default thresholds for this format (e.g. an fp16 variant); a
             per-output threshold given to :func:`verify` wins over it.
+        any_shape: the artifact runs at any input shape whatever its manifest says
+            (TorchScript); otherwise random inputs whose shape the manifest fixes
+            differently are not fed to it.
     """
 
     runtime: str
     load: Callable[[Path, Manifest], Session]
     tolerance: Tolerance | None = None
+    any_shape: bool = False
 
 
 RUNNERS: dict[str, Runner] = {}
@@ -679,8 +708,8 @@ def _load_aoti(path: Path, manifest: Manifest) -> Session:
 
 
 register_runner(".onnx", Runner("onnxruntime", _load_onnx))
-register_runner(".pt", Runner("torchscript", _load_torchscript))
-register_runner(".ts", Runner("torchscript", _load_torchscript))
+register_runner(".pt", Runner("torchscript", _load_torchscript, any_shape=True))
+register_runner(".ts", Runner("torchscript", _load_torchscript, any_shape=True))
 register_runner(".pt2", Runner("aoti", _load_aoti))
 
 
@@ -711,7 +740,7 @@ def _dim_sizes(spec: TensorSpec, axis: int, dim: str, sizes: Mapping[str, Sequen
     if dim == "batch" or axis == 0:
         return list(DEFAULT_BATCH_SIZES)
     base = None
-    if base_shape is not None and axis < len(base_shape):
+    if base_shape is not None and axis < len(base_shape) and isinstance(base_shape[axis], int):
         base = int(base_shape[axis])
     if base is None:
         base = DEFAULT_SPATIAL
@@ -724,8 +753,9 @@ def make_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Se
 
     Static dims come from the manifest. A dynamic dim takes its values from
     ``sizes[dim_name]`` if given, else batch dims take 1 and 3, and other dynamic
-    dims (``height``, ``width``) the example size (``base_shapes`` or the
-    manifest's ``extra["example_shapes"]``, else 224) and that plus 32. Input set
+    dims (``height``, ``width``) the example size (``base_shapes``: one shape per
+    input, ints where known; else the manifest's ``extra["example_shapes"]``; else
+    224) and that plus 32. Input set
     ``i`` uses the ``i``-th value of every list (cycling); there are
     ``max(n_inputs, longest list)`` sets so every size is checked. Float inputs are
     standard normal, integer inputs uniform in [0, 10), bool inputs random.
@@ -888,8 +918,11 @@ def verify(
             sets; default: ``n_inputs`` seeded random sets matching the manifest,
             covering other sizes of every dynamic dim (see :func:`make_inputs`).
         sizes: dynamic dim name -> sizes to check (``{"batch": [1, 3], "height": [64, 96]}``).
-        rtol / atol: default elementwise tolerance ``|out-ref| <= atol + rtol*|ref|``
-            (widened to :data:`DTYPE_FLOORS` for float16/bfloat16 outputs).
+        rtol / atol: default elementwise tolerance ``|out-ref| <= atol + rtol*|ref|``,
+            with ``atol`` at least ``1e-5 * max|ref|`` for float32 outputs (rounding in
+            long sums grows with the output's magnitude) and wider floors for
+            float16/bfloat16 (:data:`DTYPE_FLOORS`; ``Tolerance(dtype_floor=False)`` turns
+            them off). The effective ``rtol``/``atol`` of each check is in the report.
         runtimes: run only these (``"onnxruntime"``, ``"torchscript"``, ...); default all.
         seed: seed of the random inputs.
         tolerances: per-output thresholds: ``{"feat*": Tolerance(min_cosine=0.999, rtol=1e-2)}``
@@ -929,11 +962,14 @@ def verify(
         paths = [paths[i] for i in keep]
         manifests = [manifests[i] for i in keep]
         runners = [runners[i] for i in keep]
-    manifest = manifests[0]
-    for p, m in zip(paths[1:], manifests[1:]):
+    # Random inputs follow the manifest with the most dynamic dims (ties: the first given).
+    src = max(range(len(manifests)), key=lambda i: (_n_dynamic(manifests[i]), -i))
+    manifest = manifests[src]
+    base_shapes = _base_shapes([manifest] + [m for i, m in enumerate(manifests) if i != src])
+    for p, m in zip(paths, manifests):
         if m.input_names != manifest.input_names or [len(s.shape) for s in m.inputs] != [len(s.shape) for s in manifest.inputs]:
             raise InvalidInputError(
-                f"'{p}' takes inputs {m.input_names} but '{paths[0]}' takes {manifest.input_names}; "
+                f"'{p}' takes inputs {m.input_names} but '{paths[src]}' takes {manifest.input_names}; "
                 "verify artifacts of the same extractor together"
             )
 
@@ -947,15 +983,36 @@ def verify(
         timings["rebuild"] = time.perf_counter() - t_start
 
     if inputs is None:
-        input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed)
+        input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed, base_shapes=base_shapes)
     else:
         if sizes is not None:
             raise InvalidInputError("give either inputs= or sizes=, not both (sizes only shape the random inputs)")
         input_sets = _normalize_inputs(inputs, len(manifest.inputs))
 
+    user_inputs = inputs is not None
     t0 = time.perf_counter()
     refs = _run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
     timings["reference"] = time.perf_counter() - t0
+    # Which input sets each artifact gets: all of them, unless its manifest fixes a dim to another size.
+    plan: list[list[int]] = []
+    n_shared = len(input_sets)
+    for path, m, runner in zip(paths, manifests, runners):
+        if user_inputs or runner.any_shape:
+            plan.append(list(range(n_shared)))
+            continue
+        fit = [i for i in range(n_shared) if _fits(m, input_sets[i])]
+        if len(fit) < n_shared:
+            skipped = [i for i in range(n_shared) if i not in fit]
+            notes.append(f"'{path.name}' has static input shape(s) {[sp.shape for sp in m.inputs]}: "
+                         f"input(s) {skipped} not run on it")
+        if not fit:
+            own = make_inputs(m, n_inputs=n_inputs, seed=seed)
+            t0 = time.perf_counter()
+            refs.extend(_run_reference(extractor, own, m.mode, m.output_names))
+            timings["reference"] += time.perf_counter() - t0
+            fit = list(range(len(input_sets), len(input_sets) + len(own)))
+            input_sets.extend(own)
+        plan.append(fit)
     expected_names = list(refs[0])
     if manifest.output_names and expected_names != manifest.output_names:
         notes.append(
@@ -966,7 +1023,7 @@ def verify(
     scratch = _Scratch()
     artifacts_info: list[dict[str, Any]] = []
     timings["compare"] = 0.0
-    for path, m, runner in zip(paths, manifests, runners):
+    for path, m, runner, indices in zip(paths, manifests, runners, plan):
         label = str(path)
         artifacts_info.append({"path": label, "format": m.format, "runtime": runner.runtime,
                                "exporter": m.exporter, "opset": m.opset, "dynamic": list(m.dynamic)})
@@ -983,7 +1040,8 @@ def verify(
         declared = list(session.output_names)
         checks.extend(_name_checks(declared, expected_names, runner.runtime, label))
 
-        for i, (inputs_i, ref) in enumerate(zip(input_sets, refs)):
+        for i in indices:
+            inputs_i, ref = input_sets[i], refs[i]
             t0 = time.perf_counter()
             try:
                 raw = session.run(list(inputs_i))
@@ -1025,6 +1083,41 @@ def verify(
         _explain_failures(report, extractor, input_sets, refs, manifest)
     timings["total"] = time.perf_counter() - t_start
     return report
+
+
+def _n_dynamic(manifest: Manifest) -> int:
+    return sum(len(spec.dynamic_dims) for spec in manifest.inputs)
+
+
+def _fits(manifest: Manifest, inputs: Sequence[torch.Tensor]) -> bool:
+    """Whether ``inputs`` have the ranks and static sizes ``manifest`` declares."""
+    if len(inputs) != len(manifest.inputs):
+        return False
+    for spec, t in zip(manifest.inputs, inputs):
+        if len(spec.shape) != t.dim():
+            return False
+        if any(isinstance(d, int) and d != t.shape[k] for k, d in enumerate(spec.shape)):
+            return False
+    return True
+
+
+def _base_shapes(manifests: list[Manifest]) -> list[list[int | None]] | None:
+    """Example sizes of dynamic dims: recorded ones, else a static size another artifact has there."""
+    recorded = (manifests[0].extra or {}).get("example_shapes")
+    if recorded:
+        return [list(s) for s in recorded]
+    shapes: list[list[int | None]] = []
+    for k, spec in enumerate(manifests[0].inputs):
+        shape: list[int | None] = []
+        for axis, dim in enumerate(spec.shape):
+            known = None
+            for m in manifests[1:]:
+                if k < len(m.inputs) and axis < len(m.inputs[k].shape) and isinstance(m.inputs[k].shape[axis], int):
+                    known = int(m.inputs[k].shape[axis])
+                    break
+            shape.append(dim if isinstance(dim, int) else known)
+        shapes.append(shape)
+    return shapes
 
 
 def _name_checks(declared: list[str], expected: list[str], runtime: str, label: str) -> list[OutputCheck]:

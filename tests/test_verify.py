@@ -11,7 +11,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from fxexport import create_feature_extractor
+from fxexport import create_feature_extractor, export_onnx, export_torchscript
 from fxexport.errors import InvalidInputError, VerificationError
 from fxexport.manifest import MANIFEST_KEY, TORCHSCRIPT_EXTRA_FILE, Manifest, TensorSpec, read_manifest
 from fxexport.verify import (
@@ -92,7 +92,11 @@ def _manifest(extractor, example, fmt, nodes, dynamic=("batch",)) -> Manifest:
 
 
 def export_onnx_artifact(extractor, example, path, nodes=NODES, dynamic=("batch",), model_info=None) -> Path:
-    """Plain torch.onnx.export of the flattened extractor + the fxexport manifest in metadata_props."""
+    """Plain torch.onnx.export of the flattened extractor + the fxexport manifest in metadata_props.
+
+    For artifacts that fxexport.export_onnx rightly refuses to write (a baked-in batch,
+    a nondeterministic model) but that a user can still make by hand.
+    """
     manifest = _manifest(extractor, example, "onnx", nodes, dynamic)
     if model_info:
         manifest.model = dict(model_info)
@@ -137,10 +141,13 @@ EXAMPLE = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory):
+    """Artifacts written by fxexport's export layer; the broken ones below are edits of them."""
     folder = tmp_path_factory.mktemp("verify")
     ext = _extractor()
-    onnx_path = export_onnx_artifact(ext, EXAMPLE, folder / "tiny.onnx")
-    ts_path = export_torchscript_artifact(ext, EXAMPLE, folder / "tiny.pt")
+    onnx_path = folder / "tiny.onnx"
+    export_onnx(ext, (EXAMPLE,), onnx_path, dynamic=("batch",), exporter="torchscript")
+    ts_path = folder / "tiny.pt"
+    export_torchscript(ext, (EXAMPLE,), ts_path)
     return ext, onnx_path, ts_path, folder
 
 
@@ -173,6 +180,32 @@ def test_good_artifacts_pass_in_both_runtimes(good, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == data
     text = report.render()
     assert text.startswith("verify PASS") and "f1" in text and "logits" in text
+
+
+def test_static_artifact_gets_inputs_it_accepts(good):
+    """A fixed-shape ONNX file beside a dynamic one: each runs only on inputs its manifest allows."""
+    ext, onnx_path, _, folder = good
+    static = folder / "static.onnx"
+    export_onnx(ext, (EXAMPLE,), static, exporter="torchscript")
+    assert read_manifest(str(static)).inputs[0].shape == [2, 3, 16, 16]
+    report = verify([static, onnx_path], ext)  # inputs follow the dynamic one: batch 1, 3, 1
+    assert report.ok, report.render()
+    by_artifact = {}
+    for c in report.checks:
+        by_artifact.setdefault(Path(c.artifact).name, set()).add(tuple(report.inputs[c.input_index][0]))
+    assert by_artifact["tiny.onnx"] == {(1, 3, 16, 16), (3, 3, 16, 16)}
+    assert by_artifact["static.onnx"] == {(2, 3, 16, 16)}
+    assert any("static.onnx" in n and "not run" in n for n in report.notes)
+
+
+def test_tolerance_scales_with_output_magnitude():
+    """float32 rounding in long sums grows with the output's largest values (atol floor 1e-5*max|ref|)."""
+    ref = torch.tensor([245.0, 0.1, -3.0])
+    out = ref + torch.tensor([0.0, 3.8e-4, 0.0])  # resnet50 layer4 vs onnxruntime, measured
+    assert compare_tensors("feat4", ref, out, Tolerance(rtol=1e-3, atol=1e-4)).ok
+    exact = Tolerance(rtol=1e-3, atol=1e-4, dtype_floor=False)
+    assert not compare_tensors("feat4", ref, out, exact).ok
+    assert not compare_tensors("feat4", ref, ref + torch.tensor([0.0, 5e-3, 0.0]), Tolerance(rtol=1e-3, atol=1e-4)).ok
 
 
 def test_user_inputs_and_runtime_filter(good):
