@@ -291,6 +291,7 @@ fxexport nodes models/needs_leaf.py:build --leaf-module Gate --json""",
 
 def cmd_nodes(args) -> int:
     from fxexport.describe import describe_nodes, merge_node_lists, node_tree
+    from fxexport.errors import InvalidInputError
 
     model, leaves, _ = _load(args)
     example = _example_input(args, model) if args.shapes else None
@@ -298,7 +299,14 @@ def cmd_nodes(args) -> int:
     per_mode = {}
     with _step(args, "Tracing" + (" and running" if args.shapes else "") + f" ({', '.join(modes)})..."):
         for mode in modes:
-            per_mode[mode] = describe_nodes(model, example, mode=mode, leaf_modules=leaves or None)
+            try:
+                per_mode[mode] = describe_nodes(model, example, mode=mode, leaf_modules=leaves or None)
+            except InvalidInputError as err:
+                if args.mode != "both" or mode != "train" or example is None:
+                    raise
+                # e.g. batch norm in train mode on a batch of 1: the eval shapes are still worth showing
+                sys.stderr.write(f"{PROG}: warning: no train-mode shapes: {_one_line(err)}\n")
+                per_mode[mode] = describe_nodes(model, None, mode=mode, leaf_modules=leaves or None)
     keep = (lambda n: bool(args.filter.search(n))) if args.filter else (lambda n: True)
 
     if args.json:
