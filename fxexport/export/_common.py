@@ -220,10 +220,18 @@ def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: S
             second_out = run_eager(extractor, second_inputs)
             second_flat = tuple(t.detach() for t in flatten(spec, second_out))
         except Exception as err:  # noqa: BLE001
+            bad = []
+            for d in dyn:  # which dim(s) does the eager model itself not accept?
+                try:
+                    run_eager(extractor, resize(inputs, axes, {d: second[d]}))
+                except Exception:  # noqa: BLE001
+                    bad.append(d)
+            bad = bad or list(dyn)
+            change = ", ".join(f"{d}={export_sizes[d]}->{second[d]}" for d in bad)
             raise ExportError(
-                f"cannot make {', '.join(repr(d) for d in dyn)} dynamic: the eager extractor itself fails at "
-                f"input shape(s) {[tuple(t.shape) for t in second_inputs]}: {_first_line(err)}; "
-                f"export with fixed sizes (drop them from dynamic)"
+                f"dim {' and '.join(repr(d) for d in bad)} cannot be dynamic for this model: the eager "
+                f"extractor itself fails when {change} ({_first_line(err, 200)}); "
+                f"export with a fixed {'/'.join(bad)} (drop it from dynamic)"
             ) from err
         p.probes.append((second_inputs, second_flat))
     p.output_shapes = derive_output_shapes(p)

@@ -116,8 +116,8 @@ def export_onnx(
                 failures.append((name, err))
     if len(failures) == 1:
         raise failures[0][1]
-    raise ExportError("ONNX export failed with every exporter: " +
-                      "; ".join(f"{n}: {e}" for n, e in failures))
+    # each message starts with the exporter's name
+    raise ExportError("ONNX export failed with every exporter: " + "; ".join(str(e) for _, e in failures))
 
 
 # -- one exporter, end to end ------------------------------------------------------------------
@@ -399,8 +399,16 @@ def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
             got = sess.run(None, feeds)
         except Exception as err:  # noqa: BLE001
             raise ExportError(_explain_runtime_failure(exporter, p, inputs, err, sess)) from err
-        _common.compare_outputs(f"{exporter}: onnxruntime at input shape(s) {shapes}", p.spec.names, flat,
-                                [torch.from_numpy(g) for g in got], check_values=not p.training)
+        try:
+            _common.compare_outputs(f"{exporter}: onnxruntime at input shape(s) {shapes}", p.spec.names, flat,
+                                    [torch.from_numpy(g) for g in got], check_values=not p.training)
+        except ExportError as err:
+            if k == 0 or not p.dynamic:
+                raise
+            raise ExportError(
+                f"{err}; the export is only right at the example size, so {', '.join(repr(d) for d in p.dynamic)} "
+                f"cannot be dynamic for this model with this exporter (export with fixed sizes)"
+            ) from err
 
 
 def _explain_runtime_failure(exporter: str, p: Plan, inputs, err: BaseException, sess) -> str:

@@ -1,0 +1,341 @@
+"""fxexport.export_onnx: named flat outputs, dynamic dims, both exporters, checks, atomic + reproducible files."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import fxexport.export.onnx as onnx_export
+from fxexport import (
+    ExportError,
+    InvalidInputError,
+    OutputSpecError,
+    create_feature_extractor,
+    export_onnx,
+    read_manifest,
+    unflatten,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+R18_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
+
+
+def load_two_head():
+    spec = importlib.util.spec_from_file_location("two_head", ROOT / "models" / "two_head.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def two_head_extractor():
+    th = load_two_head()
+    return create_feature_extractor(th.build(), {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
+                                    leaf_modules=[th.DetHead, th.SegHead])
+
+
+def r18_extractor():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18().eval()
+    return create_feature_extractor(model, R18_NODES)
+
+
+def session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run(sess, x):
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x.numpy()})))
+
+
+def assert_close(expected: torch.Tensor, got, what=""):
+    got = torch.as_tensor(np.asarray(got))
+    assert tuple(got.shape) == tuple(expected.shape), what
+    scale = max(1.0, float(expected.abs().max()))
+    assert float((got - expected).abs().max()) <= 1e-4 * scale, what
+
+
+def dims(value_info):
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+# -- acceptance: resnet18 layer1..4, both exporters, batch 1 and 3 --------------------------------
+
+
+@pytest.fixture(scope="module", params=["torchscript", "dynamo"])
+def r18_export(request, tmp_path_factory):
+    ex = r18_extractor()
+    path = tmp_path_factory.mktemp(f"r18-{request.param}") / "r18.onnx"
+    manifest = export_onnx(ex, torch.rand(1, 3, 64, 64), path, dynamic=("batch",), exporter=request.param,
+                           model_info={"spec": "torchvision:resnet18"})
+    return request.param, ex, path, manifest
+
+
+def test_r18_outputs_named_in_order_and_equal_to_eager(r18_export):
+    exporter, ex, path, manifest = r18_export
+    sess = session(path)
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+    assert [o.name for o in sess.get_outputs()] == ["feat1", "feat2", "feat3", "feat4"]
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64)
+        with torch.no_grad():
+            expected = ex(x)
+        got = run(sess, x)
+        for name in R18_NODES.values():
+            assert_close(expected[name], got[name], f"{exporter} {name} batch {batch}")
+
+
+def test_r18_graph_and_manifest(r18_export):
+    exporter, ex, path, manifest = r18_export
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert dims(model.graph.input[0]) == ["batch", 3, 64, 64]
+    assert [dims(o)[:2] for o in model.graph.output] == [["batch", 64], ["batch", 128], ["batch", 256],
+                                                        ["batch", 512]]
+    assert [p.key for p in model.metadata_props].count("fxexport") == 1
+    assert not list(path.parent.glob("*.data")) and sorted(p.name for p in path.parent.iterdir()) == ["r18.onnx"]
+    stored = read_manifest(str(path))
+    assert stored == manifest
+    assert stored.format == "onnx" and stored.exporter == exporter and stored.opset >= 17
+    assert stored.output_names == ["feat1", "feat2", "feat3", "feat4"]
+    assert stored.outputs[0].shape == ["batch", 64, 16, 16] and stored.outputs[0].dtype == "float32"
+    assert stored.inputs[0].to_dict() == {"name": "x", "shape": ["batch", 3, 64, 64], "dtype": "float32"}
+    assert stored.nodes == R18_NODES and stored.mode == "eval" and stored.dynamic == ["batch"]
+    assert stored.model == {"spec": "torchvision:resnet18"}
+    assert {"fxexport", "torch", "onnx"} <= set(stored.versions)
+    assert stored.extra["output_tree"]["keys"] == list(R18_NODES.values())
+
+
+def test_output_order_is_the_extractors_not_the_request_order(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    ex = create_feature_extractor(model, {"2": "last", "0": "first"})
+    with torch.no_grad():
+        keys = list(ex(torch.rand(1, 3, 16, 16)))
+    m = export_onnx(ex, torch.rand(1, 3, 16, 16), tmp_path / "m.onnx", exporter="torchscript")
+    assert m.output_names == keys
+    assert [o.name for o in session(tmp_path / "m.onnx").get_outputs()] == keys
+
+
+# -- nested values: a tuple node and the two-head model --------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_two_head_model_tuple_and_dict_heads(tmp_path, exporter):
+    ex = two_head_extractor()
+    x = torch.rand(2, 3, 64, 64)
+    manifest = export_onnx(ex, x, tmp_path / "two.onnx", exporter=exporter, dynamic="batch")
+    names = ["features", "det.0", "det.1", "seg.mask", "seg.edge"]
+    assert manifest.output_names == names
+    sess = session(tmp_path / "two.onnx")
+    assert [o.name for o in sess.get_outputs()] == names
+    x3 = torch.rand(3, 3, 64, 64)
+    rebuilt = unflatten(read_manifest(str(tmp_path / "two.onnx")), sess.run(None, {"x": x3.numpy()}))
+    with torch.no_grad():
+        expected = ex(x3)
+    assert list(rebuilt) == ["features", "det", "seg"]
+    assert isinstance(rebuilt["det"], tuple) and list(rebuilt["seg"]) == ["mask", "edge"]
+    assert_close(expected["features"], rebuilt["features"])
+    for a, b in zip(expected["det"], rebuilt["det"]):
+        assert_close(a, b)
+    for k in ("mask", "edge"):
+        assert_close(expected["seg"][k], rebuilt["seg"][k])
+
+
+def test_tuple_valued_fx_node_is_flattened(tmp_path):
+    class Splitter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 6, 1)
+
+        def forward(self, x):
+            parts = self.conv(x).chunk(3, dim=1)
+            return parts[0] + parts[2]
+
+    ex = create_feature_extractor(Splitter().eval(), {"chunk": "parts", "add": "sum"})
+    x = torch.rand(1, 3, 8, 8)
+    m = export_onnx(ex, x, tmp_path / "s.onnx")
+    assert m.output_names == ["parts.0", "parts.1", "parts.2", "sum"]
+    assert m.exporter in ("torchscript", "dynamo")
+    got = run(session(tmp_path / "s.onnx"), x)
+    with torch.no_grad():
+        expected = ex(x)
+    for i in range(3):
+        assert_close(expected["parts"][i], got[f"parts.{i}"])
+
+
+def test_non_tensor_node_is_a_clear_error(tmp_path):
+    class Sizes(nn.Module):
+        def forward(self, x):
+            n = x.size(0)
+            return x.reshape(n, -1)
+
+    ex = create_feature_extractor(Sizes(), {"size": "n", "reshape": "flat"})
+    with pytest.raises(OutputSpecError, match=r"output 'n' \(node 'size'\) is a int"):
+        export_onnx(ex, torch.rand(2, 3), tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_input_passthrough_and_repeated_tensor_get_their_names(tmp_path, exporter):
+    class Echo(nn.Module):
+        def forward(self, x):
+            y = torch.relu(x)
+            return {"inp": x, "both": (y, y)}
+
+    m = export_onnx(Echo().eval(), torch.rand(2, 3), tmp_path / "e.onnx", exporter=exporter)
+    assert m.output_names == ["inp", "both.0", "both.1"]
+    x = torch.randn(2, 3)
+    sess = ort.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+    got = run(sess, x)
+    assert_close(x, got["inp"])
+    assert_close(torch.relu(x), got["both.1"])
+
+
+# -- dynamic dims ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_dynamic_height_width_are_symbolic_and_run(tmp_path, exporter):
+    ex = two_head_extractor()
+    m = export_onnx(ex, torch.rand(1, 3, 64, 64), tmp_path / "d.onnx", exporter=exporter,
+                    dynamic=("batch", "height", "width"), input_names=["image"])
+    assert m.inputs[0].shape == ["batch", 3, "height", "width"] and m.input_names == ["image"]
+    graph = onnx.load(str(tmp_path / "d.onnx")).graph
+    assert dims(graph.input[0]) == ["batch", 3, "height", "width"]
+    assert all(isinstance(d, str) for d in m.outputs[4].shape[2:])  # seg.edge: H and W follow the input
+    x = torch.rand(2, 3, 96, 128)
+    sess = session(tmp_path / "d.onnx")
+    got = dict(zip(m.output_names, sess.run(None, {"image": x.numpy()})))
+    with torch.no_grad():
+        expected = ex(x)
+    assert_close(expected["seg"]["edge"], got["seg.edge"])
+
+
+class FixedPositions(nn.Module):
+    """Like a ViT: a learned position table of fixed length fixes height and width."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+        self.pos = nn.Parameter(torch.zeros(1, 8, 16))
+
+    def forward(self, x):
+        tokens = self.proj(x).flatten(2)
+        return tokens + self.pos
+
+
+@pytest.mark.parametrize("exporter", ["auto", "torchscript", "dynamo"])
+def test_dim_that_cannot_be_dynamic_is_named(tmp_path, exporter):
+    ex = create_feature_extractor(FixedPositions().eval(), {"add": "tokens"})
+    with pytest.raises(ExportError, match="'height'") as info:
+        export_onnx(ex, torch.rand(2, 3, 16, 16), tmp_path / "vit.onnx", dynamic=("batch", "height"),
+                    exporter=exporter)
+    assert "cannot be dynamic" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "vit.onnx").exists()
+    # batch alone is fine
+    export_onnx(ex, torch.rand(1, 3, 16, 16), tmp_path / "vit.onnx", dynamic=("batch",), exporter=exporter)
+    assert session(tmp_path / "vit.onnx").run(None, {"x": np.random.rand(3, 3, 16, 16).astype("float32")})
+
+
+class BakesShape(nn.Module):
+    """Runs at any size in eager, but int() on a shape is a constant to the exporters."""
+
+    def forward(self, x):
+        return {"flat": x.reshape(x.shape[0], int(x.shape[1]) * int(x.shape[2]) * int(x.shape[3]))}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_dim_baked_in_by_the_exporter_is_named(tmp_path, exporter):
+    with pytest.raises(ExportError, match="'height'.*cannot be dynamic|cannot be dynamic.*'height'"):
+        export_onnx(BakesShape(), torch.rand(2, 3, 8, 8), tmp_path / "b.onnx", dynamic=("batch", "height"),
+                    exporter=exporter)
+    assert not (tmp_path / "b.onnx").exists()
+
+
+# -- files: self-contained, atomic, reproducible ------------------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_reexport_is_byte_identical(tmp_path, exporter):
+    x = torch.rand(1, 3, 64, 64)
+    export_onnx(two_head_extractor(), x, tmp_path / "a.onnx", exporter=exporter, dynamic="batch")
+    export_onnx(two_head_extractor(), x, tmp_path / "b.onnx", exporter=exporter, dynamic="batch")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_failed_export_leaves_existing_file_and_no_temp_files(tmp_path, monkeypatch):
+    target = tmp_path / "keep.onnx"
+    target.write_bytes(b"previous")
+
+    def broken(model, p, exporter):
+        raise ExportError(f"{exporter}: simulated check failure")
+
+    monkeypatch.setattr(onnx_export, "_check_in_onnxruntime", broken)
+    with pytest.raises(ExportError, match="every exporter.*simulated"):
+        export_onnx(two_head_extractor(), torch.rand(1, 3, 64, 64), target)
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx"]
+
+
+def test_large_model_writes_external_data_beside_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1024)  # pretend 2 GB is 1 KB
+    m = export_onnx(two_head_extractor(), torch.rand(1, 3, 64, 64), tmp_path / "big.onnx", exporter="torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
+    assert m.extra["external_data"] is True
+    assert read_manifest(str(tmp_path / "big.onnx")) == m
+    assert len(session(tmp_path / "big.onnx").get_outputs()) == 5
+
+
+def test_train_mode_is_exported_and_model_is_not_changed(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    ex = create_feature_extractor(model, {"2": "act"}).train()
+    before = {k: v.clone() for k, v in ex.state_dict().items()}
+    m = export_onnx(ex, torch.rand(2, 3, 8, 8), tmp_path / "t.onnx", exporter="torchscript")
+    assert m.mode == "train" and ex.training
+    after = ex.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"exporter": "tensorrt"}, "exporter 'tensorrt' is not one of auto, dynamo, torchscript"),
+        ({"dynamic": ("depth",)}, "dynamic dim 'depth' is not one of batch, height, width"),
+        ({"opset": 3}, "opset 3 is not an integer between 7 and"),
+        ({"input_names": ["a", "b"]}, r"input_names=\['a', 'b'\] has 2 name\(s\) for 1 example input"),
+        ({"input_names": ["feat"]}, "equal output names"),
+        ({"path": "model.bin"}, "must end in .onnx"),
+        ({"example": [3]}, "example input 0 is a int, not a tensor"),
+        ({"example": torch.rand(4)}, "fails on example inputs of shape"),
+        ({"example": torch.rand(4, 3), "dynamic": "height"}, "needs input 'input' to have at least 3 dims"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, match):
+    ex = create_feature_extractor(nn.Sequential(nn.Linear(3, 2)), {"0": "feat"})
+    kwargs = dict(kwargs)
+    path = tmp_path / kwargs.pop("path", "m.onnx")
+    example = kwargs.pop("example", torch.rand(2, 3))
+    with pytest.raises(InvalidInputError, match=match) as info:
+        export_onnx(ex, example, path, **kwargs)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_not_a_module_is_rejected(tmp_path):
+    with pytest.raises(InvalidInputError, match="must be a torch.nn.Module"):
+        export_onnx(lambda x: {"a": x}, torch.rand(1), tmp_path / "m.onnx")
