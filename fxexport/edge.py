@@ -356,6 +356,7 @@ def optimize(
     out.mkdir(parents=True, exist_ok=True)
 
     manifest, notes = _source_manifest(src, extractor)
+    has_manifest = not notes
     timings: dict[str, float] = {}
     calib_sets = None
     if int8 == "static":
@@ -434,7 +435,16 @@ def optimize(
         report.inputs = [[list(t.shape) for t in s] for s in input_sets]
     if verify:
         t0 = time.perf_counter()
-        _verify_variants(report, manifest, extractor, weights, input_sets)
+        with tempfile.TemporaryDirectory(prefix="fxexport-edge-") as work:
+            paths = {}
+            if has_manifest is False:  # verify reads names from the manifest: run a stamped copy of the source
+                import onnx
+
+                stamped = onnx.load(str(src))
+                _set_manifest(stamped, manifest)
+                paths["fp32"] = Path(work) / src.name
+                onnx.save(stamped, str(paths["fp32"]))
+            _verify_variants(report, manifest, extractor, weights, input_sets, paths)
         timings["verify"] = time.perf_counter() - t0
     if measure:
         t0 = time.perf_counter()
@@ -832,7 +842,8 @@ class _CachedReference:
         return self._by_id[tuple(id(t) for t in inputs)]
 
 
-def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets) -> None:
+def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets,
+                     paths: Mapping[str, Path] | None = None) -> None:
     V = importlib.import_module("fxexport.verify")
 
     _register_ort_runner()
@@ -848,7 +859,7 @@ def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights,
                                      max_mismatch=0.0, min_cosine=t.min_cosine, check_dtype=True, dtype_floor=False)
                       for n in names}
         try:
-            vr = V.verify(v.path, cached, inputs=input_sets, tolerances=tolerances)
+            vr = V.verify((paths or {}).get(v.name, v.path), cached, inputs=input_sets, tolerances=tolerances)
         except Exception as err:  # noqa: BLE001 - a variant that cannot be verified fails, others go on
             v.problems.append(f"cannot verify: {_one_line(err)}")
             continue
