@@ -339,3 +339,23 @@ def test_bad_arguments_are_one_line_errors(tmp_path, kwargs, match):
 def test_not_a_module_is_rejected(tmp_path):
     with pytest.raises(InvalidInputError, match="must be a torch.nn.Module"):
         export_onnx(lambda x: {"a": x}, torch.rand(1), tmp_path / "m.onnx")
+
+
+@pytest.mark.slow
+def test_reexport_in_another_process_is_byte_identical(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_export_onnx import two_head_extractor\n"
+        "from fxexport import export_onnx\n"
+        "for e in ('torchscript', 'dynamo'):\n"
+        "    export_onnx(two_head_extractor(), torch.zeros(1, 3, 64, 64), sys.argv[1] + e + '.onnx', exporter=e,\n"
+        "                dynamic='batch,height,width')\n"
+    )
+    for run_name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run_name)], check=True, cwd=ROOT)
+    for e in ("torchscript", "dynamo"):
+        assert (tmp_path / f"a{e}.onnx").read_bytes() == (tmp_path / f"b{e}.onnx").read_bytes()

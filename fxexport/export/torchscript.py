@@ -29,9 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import contextlib
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -193,8 +194,10 @@ def canonical_archive(data: bytes) -> bytes:
 
     Drops the ``*.debug_pkl`` records (source ranges that name the process-local
     files torch.fx generates code in, ``<eval_with_key>.N``, and absolute paths;
-    loading does not need them) and lets the writer derive the serialization id
-    from the content.
+    loading does not need them), sorts each class's ``Final`` constant
+    declarations (TorchScript emits them in ``set`` order, which changes with
+    the process's string hash seed) and lets the writer derive the
+    serialization id from the content.
 
     Example:
         >>> import io, torch
@@ -212,6 +215,27 @@ def canonical_archive(data: bytes) -> bytes:
         if record in _AUTO_RECORDS or record.endswith(".debug_pkl"):
             continue
         blob = reader.get_record(record)
+        if record.startswith("code/") and record.endswith(".py"):
+            blob = _sort_constants(blob.decode("utf-8")).encode("utf-8")
         writer.write_record(record, blob, len(blob))
     writer.write_end_of_file()
     return out.getvalue()
+
+
+_CONSTANT_LINE = re.compile(r"^  \w+ : Final\[.*\] = .*$")
+
+
+def _sort_constants(code: str) -> str:
+    """Sort every run of consecutive ``  name : Final[T] = value`` class-body lines."""
+    lines = code.split("\n")
+    out: list[str] = []
+    run: list[str] = []
+    for line in lines + [None]:
+        if line is not None and _CONSTANT_LINE.match(line):
+            run.append(line)
+            continue
+        out.extend(sorted(run))
+        run = []
+        if line is not None:
+            out.append(line)
+    return "\n".join(out)
