@@ -418,7 +418,7 @@ def _print_manifest_outputs(console, manifest, path) -> None:
     from rich.table import Table
 
     console.print(_plain(f"{path}  ({_size(path)}, {manifest.format}"
-                         f"{', ' + manifest.exporter if manifest.exporter else ''}"
+                         f"{', exporter ' + manifest.exporter if manifest.exporter else ''}"
                          f"{', opset ' + str(manifest.opset) if manifest.opset else ''})")[0])
     table = Table()
     table.add_column("", style="dim")
@@ -769,6 +769,29 @@ def cmd_cpp_example(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- zoo
+
+
+def add_zoo_parser(sub) -> None:
+    from fxexport import zoo
+
+    p = _command(
+        sub, "zoo", cmd_zoo, "compatibility sweep over the model zoos (writes docs/compatibility.md)",
+        """fxexport zoo --models smoke --fresh --no-matrix
+fxexport zoo --models timm --workers 2 --backend ray""",
+        "Trace, export (ONNX auto + the other exporter, TorchScript) and verify every model of a zoo set, "
+        "each in its own worker process with a time limit; results go to a JSONL file (a re-run skips "
+        "finished models) and the matrix to docs/compatibility.md.",
+    )
+    zoo.add_arguments(p)
+
+
+def cmd_zoo(args) -> int:
+    from fxexport import zoo
+
+    return zoo.main_from_args(args)
+
+
 # ----------------------------------------------------------------------------- main
 
 #: One ``add_<name>_parser(sub)`` per command, in the order ``--help`` lists them.
@@ -779,6 +802,7 @@ COMMANDS: list[Callable] = [
     add_inspect_parser,
     add_demo_parser,
     add_cpp_example_parser,
+    add_zoo_parser,
 ]
 
 
