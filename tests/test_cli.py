@@ -268,3 +268,38 @@ def test_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "resnet18_features.pt").is_file()
     for text in ("layer1", "feat4", "logits", "onnxruntime", str(tmp_path / "demo")):
         assert text in proc.stdout, text
+
+
+def test_weights_flow_export_then_verify_needs_same_weights(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from fxexport.models import load_model
+
+    model = load_model(MULTITASK, kwargs={"num_classes": 4}, seed=3)
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    other = tmp_path / "other.pt"
+    torch.save(load_model(MULTITASK, kwargs={"num_classes": 4}, seed=4).state_dict(), other)
+    onnx_path, ts_path = tmp_path / "w.onnx", tmp_path / "w.pt"
+    code = main(["export", MULTITASK, "--model-kwargs", '{"num_classes": 4}', "--weights", str(weights),
+                 "--node", "cls_head.fc=logits", "--onnx", str(onnx_path), "--exporter", "torchscript",
+                 "--opset", "17", "--torchscript", str(ts_path), "--ts-method", "trace", "--input-shape", "2,3,32,32",
+                 "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.split() == [str(onnx_path), str(ts_path)]
+
+    assert main(["inspect", str(onnx_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["manifest"]["opset"] == 17 and info["manifest"]["exporter"] == "torchscript"
+    assert info["manifest"]["model"]["kwargs"] == {"num_classes": 4}
+    assert len(info["manifest"]["model"]["weights_sha256"]) == 64
+    assert info["outputs"] == [{"name": "logits", "shape": [2, 4], "dtype": "float32"}]
+
+    assert main(["verify", str(onnx_path), "--n-inputs", "1"]) == 2
+    assert "pass the same file with --weights" in capsys.readouterr().err
+    assert main(["verify", str(onnx_path), "--weights", str(other), "--n-inputs", "1"]) == 2
+    assert "is not the one the artifact was exported with" in capsys.readouterr().err
+    assert main(["verify", str(onnx_path), str(ts_path), "--weights", str(weights), "--n-inputs", "1",
+                 "--atol", "1e-5", "--rtol", "1e-4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
