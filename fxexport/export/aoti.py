@@ -30,13 +30,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import platform
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -98,6 +100,12 @@ def export_aoti(
     path = Path(path)
     if path.suffix != ".pt2":
         raise InvalidInputError(f"AOTInductor package path '{path}' must end in .pt2 (e.g. model.pt2)")
+    # torch.utils.cpp_extension warns "No CUDA runtime is found" when Inductor imports it on a CUDA wheel.
+    with _quiet_logger("torch.utils.cpp_extension"):
+        return _export_aoti(extractor, example_inputs, path, dynamic, model_info, input_names)
+
+
+def _export_aoti(extractor, example_inputs, path: Path, dynamic, model_info, input_names) -> Manifest:
     with preserved_state(extractor), quiet():
         p = plan(extractor, example_inputs, dynamic, input_names)
         flat = FlatOutputs(extractor, p.spec, input_names=p.arg_names).train(extractor.training)
@@ -134,7 +142,8 @@ def load_aoti(path: str | os.PathLike):
     from fxexport.errors import VerificationError
 
     try:
-        return torch._inductor.aoti_load_package(str(path))
+        with _quiet_logger("torch.utils.cpp_extension"):
+            return torch._inductor.aoti_load_package(str(path))
     except Exception as err:  # noqa: BLE001
         raise VerificationError(f"cannot load AOTInductor package '{path}': {_first_line(err)}") from err
 
@@ -233,6 +242,17 @@ def _check_package(tmp: Path, path: Path, p: Plan) -> None:
             ) from err
         got = [got] if isinstance(got, torch.Tensor) else list(got)
         compare_outputs(f"AOTInductor package '{path}'", p.spec.names, expected, got, check_values=True)
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(err: BaseException) -> str:
