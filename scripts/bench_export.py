@@ -1,0 +1,198 @@
+"""Benchmark of the export layer: export cost per exporter, and what the flattening costs at run time.
+
+Rows:
+  * ``export``: wall time and peak RSS of one ``export_onnx`` (``dynamo`` / ``torchscript``
+    exporter) or ``export_torchscript`` (``script``) call, each in its own subprocess so the
+    peak RSS is that export's (``rss_delta_mib`` = peak minus the RSS before exporting, with the
+    model and extractor already built). Models: resnet50 ``layer1..layer4`` and vit_b_16 with 3
+    encoder layers (``encoder_layer_3/7/11``), 224x224, example batch 1, dynamic batch, seeded
+    random weights. The time includes fxexport's checks (onnxruntime at two batch sizes).
+  * ``latency``: resnet50 ``layer1..layer4`` at batch 1, 2 threads: onnxruntime on the file
+    ``export_onnx`` wrote (graph optimizations on) vs the eager torch extractor (target
+    ratio <= 0.6) and vs a plain ``torch.onnx.export`` of the same extractor with the same
+    exporter (target within 5%: the flattening must cost nothing at run time). Medians of
+    interleaved blocks with gaps (:func:`bench_common.interleaved`), all in one process.
+
+``--quick``: resnet18 at 64x64, no vit. Run: ``python scripts/bench.py export [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+R50_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
+VIT_NODES = {f"encoder.layers.encoder_layer_{i}": f"enc{i}" for i in (3, 7, 11)}
+EXPORTERS = ("onnx-dynamo", "onnx-torchscript", "torchscript-script")
+COLUMNS = ("bench", "model", "exporter", "wall_s", "peak_rss_mib", "rss_delta_mib", "latency_ms",
+           "vs_eager", "vs_plain", "note")
+
+
+def _row(**kw) -> dict:
+    return {c: kw.get(c) for c in COLUMNS}
+
+
+def _build(model_name: str, quick: bool):
+    import torch
+    import torchvision
+
+    from fxexport import create_feature_extractor
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if model_name == "vit_b_16":
+            model, nodes, size = torchvision.models.vit_b_16().eval(), VIT_NODES, 224
+        elif quick:
+            model, nodes, size = torchvision.models.resnet18().eval(), R50_NODES, 64
+        else:
+            model, nodes, size = torchvision.models.resnet50().eval(), R50_NODES, 224
+    return create_feature_extractor(model, nodes), torch.rand(1, 3, size, size)
+
+
+def _child(model_name: str, exporter: str, out: str, quick: bool) -> None:
+    """One export in this (fresh) process; prints a JSON line with its time and memory."""
+    import torch
+
+    from bench_common import peak_rss_mb
+    from fxexport import export_onnx, export_torchscript
+
+    torch.set_num_threads(2)
+    extractor, x = _build(model_name, quick)
+    rss_before = _current_rss_mb()
+    t0 = time.perf_counter()
+    if exporter.startswith("onnx-"):
+        manifest = export_onnx(extractor, x, out, dynamic=("batch",), exporter=exporter[5:])
+    else:
+        manifest = export_torchscript(extractor, x, out, method=exporter.split("-")[1], dynamic=("batch",))
+    wall = time.perf_counter() - t0
+    print(json.dumps({"wall_s": wall, "peak_rss_mib": peak_rss_mb(), "rss_delta_mib": peak_rss_mb() - rss_before,
+                      "size_mib": os.path.getsize(out) / 2**20, "used": manifest.exporter}))
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _export_rows(quick: bool, folder: Path) -> list[dict]:
+    rows = []
+    models = ["resnet18" if quick else "resnet50"] + ([] if quick else ["vit_b_16"])
+    for model_name in models:
+        for exporter in EXPORTERS:
+            out = folder / f"{model_name}-{exporter}.{'onnx' if exporter.startswith('onnx') else 'pt'}"
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--child", model_name, exporter, str(out)]
+                + (["--quick"] if quick else []),
+                capture_output=True, text=True, cwd=ROOT,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode or not lines:
+                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                rows.append(_row(bench="export", model=model_name, exporter=exporter, note=f"FAILED: {err[:200]}"))
+                continue
+            r = json.loads(lines[-1])
+            rows.append(_row(bench="export", model=model_name, exporter=exporter, wall_s=r["wall_s"],
+                             peak_rss_mib=r["peak_rss_mib"], rss_delta_mib=r["rss_delta_mib"],
+                             note=f"file {r['size_mib']:.0f} MiB"))
+    return rows
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _plain_export(extractor, x, path: Path, exporter: str) -> None:
+    """What a user would write without fxexport: torch.onnx.export of the dict-returning extractor."""
+    import torch
+    from torch.export import Dim
+
+    x2 = torch.cat([x, x])
+    if exporter == "dynamo":
+        torch.onnx.export(extractor, (x2,), str(path), dynamo=True, external_data=False,
+                          dynamic_shapes=({0: Dim("batch")},), verbose=False)
+    else:
+        # output_names is required here: without it torch's exporter trips over GraphModule.graph
+        torch.onnx.export(extractor, (x2,), str(path), dynamo=False, input_names=["x"],
+                          output_names=list(R50_NODES.values()), dynamic_axes={"x": {0: "batch"}})
+
+
+def _latency_rows(quick: bool, folder: Path) -> list[dict]:
+    import contextlib
+    import io
+
+    import torch
+
+    from bench_common import interleaved
+    from fxexport import export_onnx
+
+    torch.set_num_threads(2)
+    model_name = "resnet18" if quick else "resnet50"
+    extractor, x = _build(model_name, quick)
+    feeds = {"x": x.numpy()}
+    fns, notes = {}, {}
+
+    def eager():
+        with torch.inference_mode():
+            return extractor(x)
+
+    fns["eager"] = eager
+    for exporter in ("torchscript", "dynamo"):
+        ours, plain = folder / f"ours-{exporter}.onnx", folder / f"plain-{exporter}.onnx"
+        export_onnx(extractor, x, ours, dynamic=("batch",), exporter=exporter)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _plain_export(extractor, x, plain, exporter)
+        s_ours, s_plain = _session(ours), _session(plain)
+        assert [o.name for o in s_ours.get_outputs()] == list(R50_NODES.values())
+        notes[exporter] = f"plain output names: {[o.name for o in s_plain.get_outputs()]}"
+        fns[f"ours-{exporter}"] = lambda s=s_ours: s.run(None, feeds)
+        fns[f"plain-{exporter}"] = lambda s=s_plain: s.run(None, feeds)
+    blocks, reps = (5, 5) if quick else (9, 5)
+    times = interleaved(fns, blocks=blocks, reps=reps, warmup=3, gap_s=0.1)
+    eager_s = times["eager"]
+    rows = [_row(bench="latency", model=model_name, exporter="eager torch", latency_ms=eager_s * 1e3, vs_eager=1.0,
+                 note="batch 1, 2 threads")]
+    for exporter in ("torchscript", "dynamo"):
+        ours, plain = times[f"ours-{exporter}"], times[f"plain-{exporter}"]
+        rows.append(_row(bench="latency", model=model_name, exporter=f"ort, plain torch.onnx.export ({exporter})",
+                         latency_ms=plain * 1e3, vs_eager=plain / eager_s, vs_plain=1.0, note=notes[exporter]))
+        rows.append(_row(bench="latency", model=model_name, exporter=f"ort, fxexport.export_onnx ({exporter})",
+                         latency_ms=ours * 1e3, vs_eager=ours / eager_s, vs_plain=ours / plain,
+                         note="targets: vs_eager <= 0.6, vs_plain within 5%"))
+    return rows
+
+
+def run(args) -> list[dict]:
+    sys.path.insert(0, str(HERE))
+    from bench_common import cpu_count
+
+    quick = getattr(args, "quick", False)
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        folder = Path(tmp)
+        rows = _export_rows(quick, folder)
+        rows += _latency_rows(quick, folder)
+    load_after = os.getloadavg()
+    rows.append(_row(bench="machine", note=f"{cpu_count()} cpus; load average {load[0]:.2f} before, "
+                                          f"{load_after[0]:.2f} after"))
+    return rows
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    if len(sys.argv) >= 5 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4], "--quick" in sys.argv)
+    else:
+        print(__doc__)
