@@ -10,14 +10,22 @@ result is a :class:`VerifyReport` (``report.ok``, ``report.to_dict()``,
 ``report.to_json()``, ``report.render()``).
 
 Runtimes are a small registry keyed by manifest format or file suffix; adding
-one is a loader function plus one :func:`register_runner` line::
+one is a loader function plus one :func:`register_runner` line (import the
+runtime inside the loader so that ``import fxexport`` stays light)::
 
-    def _load_mine(path, manifest):
-        program = mylib.load(str(path))
+    def _load_aoti(path, manifest):
+        from fxexport.export.aoti import load_aoti
+
+        program = load_aoti(path)
         return Session(output_names=manifest.output_names,
                        run=lambda inputs: program(*inputs))
 
-    register_runner(".mine", Runner("myruntime", _load_mine))
+    register_runner(".pt2", Runner("aoti", _load_aoti))
+
+``run`` gets the input tensors in manifest order and returns the flat outputs
+(a sequence in ``output_names`` order, or a name -> tensor mapping; numpy
+arrays are fine). A runner that raises while loading or running is reported
+as a failed check, not an exception.
 
 A runner may carry default thresholds (``Runner(..., tolerance=Tolerance(...))``)
 for formats that cannot match float32 eager closely (fp16 / int8 variants);
@@ -30,7 +38,7 @@ or one with no manifest, :class:`~fxexport.errors.InvalidInputError` for bad
 arguments).
 
 Example:
-    >>> import torch, tempfile, os
+    >>> import torch
     >>> from fxexport.verify import compare_tensors, Tolerance
     >>> ref = torch.zeros(2, 3)
     >>> check = compare_tensors("feat", ref, ref.clone(), Tolerance(rtol=1e-3, atol=1e-4))
@@ -40,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import json
@@ -851,14 +860,22 @@ def _flatten_reference(outputs: Any, manifest_names: Sequence[str]) -> "OrderedD
 
 
 def _rebuild_extractor(manifest: Manifest, weights: str | None):
-    from fxexport.models import extractor_from_info
+    """``(extractor, model)`` rebuilt from the manifest's model entry and node map (fxexport.edge uses it too)."""
+    from fxexport.extractor import create_feature_extractor
+    from fxexport.models import model_from_info, resolve_leaf_modules
 
     if not manifest.model or not manifest.model.get("spec"):
         raise InvalidInputError(
             "no extractor given and the artifact records no model spec; pass extractor= "
             "(CLI: --model SPEC --node NODE=NAME)"
         )
-    return extractor_from_info(manifest.model, dict(manifest.nodes), weights=weights, mode=manifest.mode)
+    if not manifest.nodes:
+        raise InvalidInputError("no extractor given and the artifact records no node map; pass extractor= "
+                                "(CLI: --model SPEC --node NODE=NAME)")
+    model = model_from_info(manifest.model, weights=weights)
+    leaves = resolve_leaf_modules(model, manifest.model.get("leaf_modules") or [])
+    extractor = create_feature_extractor(model, dict(manifest.nodes), leaf_modules=leaves or None)
+    return extractor.train(manifest.mode == "train"), model
 
 
 def _run_reference(extractor, input_sets, mode: str, manifest_names):
@@ -979,8 +996,16 @@ def verify(
     timings: dict[str, float] = {}
 
     if extractor is None:
-        extractor = _rebuild_extractor(manifest, None if weights is None else str(weights))
+        extractor, model = _rebuild_extractor(manifest, None if weights is None else str(weights))
         timings["rebuild"] = time.perf_counter() - t_start
+        try:  # the model's usual input size, for dynamic dims nothing else gives a size to
+            from fxexport.models import default_input_shape
+
+            example = list(default_input_shape(model))
+            if base_shapes and len(base_shapes[0]) == len(example):
+                base_shapes[0] = [d if d is not None else e for d, e in zip(base_shapes[0], example)]
+        except Exception:  # noqa: BLE001 - only a hint
+            pass
 
     if inputs is None:
         input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed, base_shapes=base_shapes)
@@ -1040,11 +1065,14 @@ def verify(
         declared = list(session.output_names)
         checks.extend(_name_checks(declared, expected_names, runner.runtime, label))
 
+        results: list[tuple[int, Any]] = []  # run every input first, then compare all of them
         for i in indices:
-            inputs_i, ref = input_sets[i], refs[i]
+            inputs_i = input_sets[i]
             t0 = time.perf_counter()
             try:
                 raw = session.run(list(inputs_i))
+                if not isinstance(raw, Mapping):
+                    raw = list(raw)
             except Exception as err:  # noqa: BLE001
                 timings[run_key] = timings.get(run_key, 0.0) + time.perf_counter() - t0
                 checks.append(OutputCheck(
@@ -1052,29 +1080,15 @@ def verify(
                     problems=[f"{runner.runtime} failed on input #{i} {_shapes(inputs_i)}: {_one_line(err)}"]))
                 continue
             timings[run_key] = timings.get(run_key, 0.0) + time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if isinstance(raw, Mapping):
-                produced = OrderedDict((str(k), v) for k, v in raw.items())
-            else:
-                raw = list(raw)
-                names = declared if len(declared) == len(raw) else [f"#{j}" for j in range(len(raw))]
-                produced = OrderedDict(zip(names, raw))
-            order = list(produced)
-            for pos, name in enumerate(expected_names):
-                tol = _tolerance_for(name, patterns, default_tol, runner.tolerance)
-                if name not in produced:
-                    checks.append(OutputCheck(
-                        name=name, runtime=runner.runtime, artifact=label, input_index=i, expected_position=pos,
-                        expected_shape=list(ref[name].shape), expected_dtype=_dtype_name(ref[name].dtype),
-                        problems=["missing: the artifact has no output of this name"]))
-                    continue
-                check = compare_tensors(name, ref[name], produced[name], tol, runtime=runner.runtime,
-                                        artifact=label, input_index=i, _scratch=scratch)
-                check.position, check.expected_position = order.index(name), pos
-                if check.position != pos:
-                    check.problems.insert(0, f"at position {check.position}, expected {pos}")
-                checks.append(check)
-            timings["compare"] += time.perf_counter() - t0
+            results.append((i, raw))
+        del session  # free the runtime before comparing
+
+        t0 = time.perf_counter()
+        with _single_thread():
+            for i, raw in results:
+                checks.extend(_compare_outputs(raw, declared, refs[i], expected_names, i, runner, label,
+                                               patterns, default_tol, scratch))
+        timings["compare"] += time.perf_counter() - t0
 
     report = VerifyReport(checks=checks, artifacts=artifacts_info,
                           inputs=[[list(t.shape) for t in s] for s in input_sets],
@@ -1083,6 +1097,48 @@ def verify(
         _explain_failures(report, extractor, input_sets, refs, manifest)
     timings["total"] = time.perf_counter() - t_start
     return report
+
+
+def _compare_outputs(raw, declared: list[str], ref: Mapping[str, torch.Tensor], expected_names: list[str], i: int,
+                     runner: Runner, label: str, patterns, default_tol: Tolerance, scratch: "_Scratch"):
+    """Checks of one runtime run (input set ``i``) against the reference, in expected output order."""
+    if isinstance(raw, Mapping):
+        produced = OrderedDict((str(k), v) for k, v in raw.items())
+    else:
+        names = declared if len(declared) == len(raw) else [f"#{j}" for j in range(len(raw))]
+        produced = OrderedDict(zip(names, raw))
+    order = list(produced)
+    checks = []
+    for pos, name in enumerate(expected_names):
+        tol = _tolerance_for(name, patterns, default_tol, runner.tolerance)
+        if name not in produced:
+            checks.append(OutputCheck(
+                name=name, runtime=runner.runtime, artifact=label, input_index=i, expected_position=pos,
+                expected_shape=list(ref[name].shape), expected_dtype=_dtype_name(ref[name].dtype),
+                problems=["missing: the artifact has no output of this name"]))
+            continue
+        check = compare_tensors(name, ref[name], produced[name], tol, runtime=runner.runtime,
+                                artifact=label, input_index=i, _scratch=scratch)
+        check.position, check.expected_position = order.index(name), pos
+        if check.position != pos:
+            check.problems.insert(0, f"at position {check.position}, expected {pos}")
+        checks.append(check)
+    return checks
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """Compare on one thread: the passes are memory-bound, and on a busy machine every
+    multi-threaded op waits for a second core to be scheduled (measured: 20 ms per op,
+    10x slower than one thread for resnet50's outputs with other processes running)."""
+    n = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
 
 
 def _n_dynamic(manifest: Manifest) -> int:
