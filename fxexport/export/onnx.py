@@ -208,7 +208,11 @@ def _explain_failure(exporter: str, err: BaseException, p: Plan) -> str:
             reason = next((ln.strip() for ln in text.splitlines() if dim in ln and "must" in ln), _first_line(err))
             return (f"{exporter}: dim '{dim}' cannot be dynamic for this model ({reason[:300]}); "
                     f"export with a fixed {dim} (drop it from dynamic)")
-    return f"{exporter}: torch.onnx.export failed: {_first_line(err)}"
+    root = err
+    while root.__cause__ is not None and root.__cause__ is not root:  # dynamo: a generic "step 1/3" header
+        root = root.__cause__
+    cause = f" (cause: {_first_line(root)})" if root is not err else ""
+    return f"{exporter}: torch.onnx.export failed: {_first_line(err)}{cause}"
 
 
 # -- post-processing ---------------------------------------------------------------------------
