@@ -252,7 +252,7 @@ class FlatOutputs(nn.Module):
         self.output_names = spec.names
         self.input_names = list(input_names)
         self.spec = spec
-        self.train(extractor.training)
+        self.training = extractor.training  # mirror the mode without touching the extractor's modules
         # A per-instance subclass carries the generated forward (like torch.fx does),
         # so each wrapper has its own code and torch.jit.script can read its source.
         self.__class__ = type("FlatOutputs", (FlatOutputs,), {"forward": _make_forward(spec, self.input_names),

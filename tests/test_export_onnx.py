@@ -236,7 +236,8 @@ class FixedPositions(nn.Module):
         return tokens + self.pos
 
 
-@pytest.mark.parametrize("exporter", ["auto", "torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", ["auto", pytest.param("torchscript", marks=pytest.mark.slow),
+                                      pytest.param("dynamo", marks=pytest.mark.slow)])
 def test_dim_that_cannot_be_dynamic_is_named(tmp_path, exporter):
     ex = create_feature_extractor(FixedPositions().eval(), {"add": "tokens"})
     with pytest.raises(ExportError, match="'height'") as info:

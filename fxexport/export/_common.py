@@ -140,6 +140,8 @@ def preserved_state(module: nn.Module) -> Iterator[None]:
             for name, b in module.named_buffers():
                 if name in buffers and b.shape == buffers[name].shape:
                     b.copy_(buffers[name])
+        if module.training != modes[""]:
+            module.train(modes[""])  # through train(): a dual train/eval extractor swaps its graph there
         for name, m in module.named_modules():
             if name in modes:
                 m.training = modes[name]
