@@ -395,6 +395,8 @@ def add_export_parser(sub) -> None:
     g.add_argument("--torchscript", metavar="FILE", default=None, help="write a TorchScript archive here")
     g.add_argument("--aoti", metavar="FILE.pt2", default=None,
                    help="compile an AOTInductor package here, for C++ (built for this machine's CPU; tens of seconds)")
+    g.add_argument("--executorch", metavar="FILE.pte", default=None,
+                   help="lower to an ExecuTorch program here (XNNPACK; static shapes; needs fxexport[edge])")
     g.add_argument("--dynamic", metavar="DIMS", type=_dynamic, default=None,
                    help="dims that may vary at run time: batch[,height,width]")
     g.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
@@ -454,8 +456,12 @@ def cmd_export(args) -> int:
     from fxexport.extractor import create_feature_extractor
     from fxexport.verify import verify
 
-    if not args.onnx and not args.torchscript and not args.aoti:
-        raise CliError("nothing to write: give --onnx FILE, --torchscript FILE and/or --aoti FILE.pt2")
+    if not args.onnx and not args.torchscript and not args.aoti and not args.executorch:
+        raise CliError("nothing to write: give --onnx FILE, --torchscript FILE, --aoti FILE.pt2 and/or "
+                       "--executorch FILE.pte")
+    if args.executorch and args.dynamic:
+        raise CliError("--executorch programs have static shapes: export them without --dynamic "
+                       "(or in a separate command)")
     nodes = _return_nodes(args.node)
     model, leaves, info = _load(args)
     with _step(args, "Tracing..."):
@@ -476,6 +482,11 @@ def cmd_export(args) -> int:
 
         with _step(args, f"Compiling AOTInductor package {args.aoti}..."):
             manifests[args.aoti] = export_aoti(extractor, example, args.aoti, dynamic=args.dynamic, model_info=info)
+    if args.executorch:
+        from fxexport.export.executorch import export_executorch
+
+        with _step(args, f"Lowering to ExecuTorch {args.executorch}..."):
+            manifests[args.executorch] = export_executorch(extractor, example, args.executorch, model_info=info)
     console = _out(args)
     if console is not None:
         for path, manifest in manifests.items():
@@ -792,6 +803,70 @@ def cmd_zoo(args) -> int:
     return zoo.main_from_args(args)
 
 
+# ----------------------------------------------------------------------------- optimize
+
+
+def add_optimize_parser(sub) -> None:
+    p = _command(
+        sub, "optimize", cmd_optimize, "write optimized / fp16 / int8 / ORT-format variants of an ONNX export, "
+        "each verified and measured",
+        """fxexport optimize out/resnet18.onnx --fp16 --int8 static --calibration-random 16 --ort-format -o out/edge
+fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-cosine 0.99 --report edge.json""",
+        "Write variants of an .onnx file written by `fxexport export` next to it (or into -o DIR): "
+        "onnxruntime-optimized (always), float16, int8 (dynamic or static QDQ, calibrated on a folder of "
+        ".npy inputs or on N seeded random ones) and ORT format. Each keeps the output names and the "
+        "manifest, is verified against the eager extractor (rebuilt from the manifest) per output "
+        "(cosine, max error relative to the output's range) and is timed in onnxruntime against the fp32 "
+        "file. Exit 0 when every variant is within its thresholds, 1 otherwise.",
+    )
+    p.add_argument("onnx", metavar="MODEL.onnx", help=".onnx file written by fxexport export")
+    p.add_argument("--fp16", action="store_true", help="also write a float16 variant (float32 inputs/outputs kept)")
+    p.add_argument("--int8", choices=("dynamic", "static"), default=None, help="also write an int8 variant")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", metavar="DIR", default=None,
+                     help="static int8: folder of .npy inputs (one sample each, the model's input shape)")
+    cal.add_argument("--calibration-random", metavar="N", type=_positive_int, default=None,
+                     help="static int8: calibrate on N seeded random inputs (default 16)")
+    p.add_argument("--ort-format", action="store_true", help="also write each variant in ORT format (.ort)")
+    p.add_argument("-o", "--out-dir", metavar="DIR", default=None, help="where to write (default: beside the model)")
+    p.add_argument("--weights", metavar="FILE", default=None, help="weights of the model recorded in the manifest")
+    t = p.add_argument_group("thresholds (fail only below them; default per precision: fp32 0.9999/1e-3, "
+                             "fp16 0.999/0.02, int8 0.98/0.25)")
+    t.add_argument("--min-cosine", type=_nonneg_float, default=None,
+                   help="lowest per-output cosine similarity for the fp16/int8 variants")
+    t.add_argument("--max-error", type=_nonneg_float, default=None,
+                   help="largest per-output max|out-ref|/max|ref| for the fp16/int8 variants")
+    p.add_argument("--n-inputs", type=_positive_int, default=3, help="random inputs to verify on (default 3)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime threads for timing")
+    p.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
+    p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
+    _common(p, json_help="print the report as JSON")
+
+
+def cmd_optimize(args) -> int:
+    from fxexport.edge import optimize
+
+    if (args.calibration or args.calibration_random) and args.int8 != "static":
+        raise CliError("--calibration / --calibration-random need --int8 static")
+    thresholds = None
+    if args.min_cosine is not None or args.max_error is not None:
+        override = {k: v for k, v in (("min_cosine", args.min_cosine), ("max_error", args.max_error)) if v is not None}
+        thresholds = {"fp16": override, "int8": override}
+    with _step(args, f"Writing and verifying variants of {args.onnx}..."):
+        report = optimize(args.onnx, fp16=args.fp16, int8=args.int8, calibration=args.calibration,
+                          calibration_random=args.calibration_random, ort_format=args.ort_format,
+                          out_dir=args.out_dir, thresholds=thresholds, weights=args.weights,
+                          n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing)
+    if args.report:
+        report.to_json(args.report)
+    if args.json:
+        _print_json(report.to_dict())
+    elif args.quiet:
+        for v in report.variants[1:]:
+            sys.stdout.write(f"{v.path}\n")
+    return _report(args, report, _out(args))
+
+
 # ----------------------------------------------------------------------------- main
 
 #: One ``add_<name>_parser(sub)`` per command, in the order ``--help`` lists them.
@@ -800,6 +875,7 @@ COMMANDS: list[Callable] = [
     add_export_parser,
     add_verify_parser,
     add_inspect_parser,
+    add_optimize_parser,
     add_demo_parser,
     add_cpp_example_parser,
     add_zoo_parser,

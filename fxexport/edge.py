@@ -242,7 +242,7 @@ class EdgeReport:
                 t = v.thresholds
                 result = f"ok (cos >= {t.min_cosine:g}, err <= {t.max_error:g})" if t else "ok"
             else:
-                result = "FAIL: " + "; ".join(v.problems + [p for o in v.outputs for p in o.problems])
+                result = "FAIL: " + "; ".join(v.problems + [f"{o.name}: {p}" for o in v.outputs for p in o.problems])
             table.add_row(v.name, Path(v.path).name, f"{v.size_bytes / 2**20:.2f}", f"{v.size_ratio:.2f}",
                           _fmt(v.latency_ms, 4), "-" if v.speedup is None else f"{v.speedup:.2f}", cos, err, result,
                           style=None if v.ok else "red")
@@ -816,14 +816,6 @@ def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray
 # --------------------------------------------------------------------------- verification
 
 
-def _register_ort_runner() -> None:
-    """ORT-format files run in onnxruntime like .onnx ones (manifest in the ``.ort.json`` sidecar)."""
-    V = importlib.import_module("fxexport.verify")
-
-    if ".ort" not in V.RUNNERS:
-        V.register_runner(".ort", V.Runner("onnxruntime", V._load_onnx))
-
-
 def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int):
     from fxexport.verify import _normalize_inputs, make_inputs
 
@@ -846,7 +838,6 @@ def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights,
                      paths: Mapping[str, Path] | None = None) -> None:
     V = importlib.import_module("fxexport.verify")
 
-    _register_ort_runner()
     if extractor is None:
         extractor, _ = V._rebuild_extractor(manifest, None if weights is None else str(weights))
     refs = V._run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
@@ -876,10 +867,14 @@ def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights,
             max_abs = max(abs_) if abs_ else None
             err = None if max_abs is None else (max_abs / scale[n] if scale[n] > 0 else max_abs)
             problems = []
-            for c in checks:
+            if cos and min(cos) < t.min_cosine:
+                problems.append(f"cosine {min(cos):.6f} < {t.min_cosine}")
+            if err is not None and err > t.max_error:
+                problems.append(f"max error {err:.3g} > {t.max_error}")
+            for c in checks:  # anything else (missing output, shape, dtype, runtime error), once
                 for p in c.problems:
-                    if "outside atol+rtol" in p:
-                        p = f"max error {err:.3g} > {t.max_error:g}"
+                    if "outside atol+rtol" in p or p.startswith("cosine "):
+                        continue
                     if p not in problems:
                         problems.append(p)
             v.outputs.append(OutputResult(name=n, cosine=min(cos) if cos else None, max_error=err, max_abs=max_abs,

@@ -716,10 +716,19 @@ def _load_aoti(path: Path, manifest: Manifest) -> Session:
     return Session(list(manifest.output_names), run)
 
 
+def _load_executorch(path: Path, manifest: Manifest) -> Session:
+    # An ExecuTorch program (issue 7), run in ExecuTorch's Python runtime; names from the .pte.json manifest.
+    from fxexport.export.executorch import load_session
+
+    return load_session(path, manifest)
+
+
 register_runner(".onnx", Runner("onnxruntime", _load_onnx))
+register_runner(".ort", Runner("onnxruntime", _load_onnx))  # ORT format (fxexport optimize --ort-format)
 register_runner(".pt", Runner("torchscript", _load_torchscript, any_shape=True))
 register_runner(".ts", Runner("torchscript", _load_torchscript, any_shape=True))
 register_runner(".pt2", Runner("aoti", _load_aoti))
+register_runner(".pte", Runner("executorch", _load_executorch))
 
 
 # --------------------------------------------------------------------------- inputs

@@ -258,3 +258,33 @@ def test_threshold_resolution():
     every = _resolve_thresholds({"min_cosine": 0.9})
     assert all(t.min_cosine == 0.9 for t in every.values())
     assert isinstance(EdgeReport(source="x.onnx", variants=[]).ok, bool)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_optimize(multitask, tmp_path, capsys):
+    from fxexport.cli import main
+
+    src, _, calib = multitask
+    out = tmp_path / "edge"
+    code = main(["optimize", str(src), "--int8", "static", "--calibration", str(calib), "--ort-format",
+                 "-o", str(out), "--no-timing", "--report", str(tmp_path / "r.json"), "--quiet"])
+    printed = capsys.readouterr().out.split()
+    assert code == 0 and printed[-1] == "ok"
+    assert sorted(Path(p).name for p in printed[:-1]) == sorted(
+        ["mt.optimized.onnx", "mt.int8-static.onnx", "mt.optimized.ort", "mt.int8-static.ort"])
+    data = json.loads((tmp_path / "r.json").read_text())
+    by_name = {v["name"]: v for v in data["variants"]}
+    assert data["ok"] and by_name["int8-static"]["settings"]["quantization"]["calibration"]["source"] == "folder"
+    # the ORT-format file verifies on its own (manifest beside it, .ort runner)
+    from fxexport import verify
+
+    assert verify(out / "mt.int8-static.ort", tolerances={"min_cosine": 0.98, "max_mismatch": 1.0}).ok
+    # thresholds the variant cannot meet: exit 1; bad input: exit 2 with one line
+    assert main(["optimize", str(src), "--int8", "static", "--calibration-random", "2", "-o", str(out),
+                 "--min-cosine", "0.9999999", "--no-timing", "--quiet"]) == 1
+    capsys.readouterr()
+    assert main(["optimize", str(src), "--calibration", str(calib)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "fxexport: error: --calibration / --calibration-random need --int8 static"

@@ -98,3 +98,16 @@ def test_resnet18_two_outputs(tmp_path):
         ref = list(extractor(x).values())
     for r, o in zip(ref, out):
         assert float((r - o).abs().max()) < 1e-4
+
+
+@pytest.mark.slow
+def test_cli_export_executorch(tmp_path):
+    from fxexport.cli import main
+
+    path = tmp_path / "mt.pte"
+    code = main(["export", MULTITASK_SPEC, "--node", "trunk.stage3=features", "--node", "cls_head.fc=logits",
+                 "--input-shape", "1,3,64,64", "--executorch", str(path), "--verify", "--quiet"])
+    assert code == 0 and read_manifest(path).output_names == ["features", "logits"]
+    assert main(["verify", str(path), "--quiet"]) == 0
+    assert main(["export", MULTITASK_SPEC, "--node", "cls_head.fc", "--executorch", str(tmp_path / "b.pte"),
+                 "--dynamic", "batch"]) == 2

@@ -179,15 +179,6 @@ def load_session(path: Path, manifest: Manifest):
     return Session(list(manifest.output_names), run)
 
 
-def _register_runner() -> None:
-    """Make :func:`fxexport.verify` run ``.pte`` files (idempotent)."""
-    import importlib
-
-    V = importlib.import_module("fxexport.verify")
-    if ".pte" not in V.RUNNERS:
-        V.register_runner(".pte", V.Runner("executorch", load_session))
-
-
 # -- internals ----------------------------------------------------------------------------------
 
 
@@ -220,5 +211,3 @@ def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:500]
 
-
-_register_runner()
