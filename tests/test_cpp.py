@@ -149,3 +149,28 @@ def test_build_is_cached_and_keyed_on_sources(tmp_path, monkeypatch):
     assert cached_binary_path(exe.parent) != exe
     cmd = compile_command("a.cpp", "a")
     assert "-std=c++20" in cmd and "-ltorch" in cmd and any(c.startswith("-Wl,-rpath,") for c in cmd)
+
+
+def test_cpp_program_nested_outputs_round_trip_through_unflatten(tmp_path):
+    """Tuple and dict heads (models/two_head.py) come out of C++ as det.0, det.1, seg.mask, seg.edge."""
+    from _cpp_artifacts import REPO
+
+    from fxexport import create_feature_extractor, export_torchscript, unflatten
+    from fxexport.models import load_model, resolve_leaf_modules
+
+    model = load_model(str(REPO / "models" / "two_head.py") + ":build")
+    extractor = create_feature_extractor(model, {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
+                                         leaf_modules=resolve_leaf_modules(model, ["DetHead", "SegHead"])).eval()
+    # The heads are leaf modules returning a tuple / dict: script cannot index them, trace can.
+    manifest = export_torchscript(extractor, example(2), tmp_path / "two_head.pt", method="trace")
+    x = example(3, seed=4)
+    got = run_cpp_example(tmp_path / "two_head.pt", x, tmp_path / "run", binary=cpp_program())
+    assert list(got) == manifest.output_names == ["features", "det.0", "det.1", "seg.mask", "seg.edge"]
+    nested = unflatten(manifest, {k: torch.from_numpy(v) for k, v in got.items()})
+    with torch.no_grad():
+        ref = extractor(x)
+    assert max_scaled_error(ref["features"], nested["features"]) <= 1e-5
+    for r, g in zip(ref["det"], nested["det"]):
+        assert max_scaled_error(r, g) <= 1e-5
+    for key in ("mask", "edge"):
+        assert max_scaled_error(ref["seg"][key], nested["seg"][key]) <= 1e-5
