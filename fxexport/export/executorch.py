@@ -25,11 +25,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -110,7 +113,7 @@ def export_executorch(
     if version is None:
         raise ExportError(f"ExecuTorch is not installed; {INSTALL_HINT}")
     try:
-        with quiet():  # executorch's own import-time deprecation chatter
+        with quiet(), _quiet_import():  # executorch's own import-time deprecation chatter
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
     except Exception as err:  # noqa: BLE001 - a broken install
@@ -154,14 +157,15 @@ def load_executorch(path: str | os.PathLike):
         VerificationError: executorch is missing or the program cannot be loaded.
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_import():
             warnings.simplefilter("ignore")  # "This API is experimental"
             from executorch.runtime import Runtime
     except Exception as err:  # noqa: BLE001
         raise VerificationError(f"cannot run '{path}': the ExecuTorch runtime is not available; {INSTALL_HINT}") from err
     try:
-        program = Runtime.get().load_program(str(path))
-        return program.load_method("forward")
+        with _native_stderr_silenced():  # XNNPACK's cpuinfo logs five lines on the first load
+            program = Runtime.get().load_program(str(path))
+            return program.load_method("forward")
     except Exception as err:  # noqa: BLE001
         raise VerificationError(f"ExecuTorch cannot load '{path}': {_first_line(err)}") from err
 
@@ -180,6 +184,37 @@ def load_session(path: Path, manifest: Manifest):
 
 
 # -- internals ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Hide torch's pytree notice that importing executorch (torchao) logs as a warning."""
+    logger = logging.getLogger("torch.utils._pytree")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 (where C++ logs go) to /dev/null for the duration; Python errors still raise."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _check_program(tmp: Path, path: Path, p: Plan) -> None:
