@@ -80,7 +80,9 @@ class Manifest:
         opset: ONNX opset, when the format has one.
         versions: fxexport / torch / onnx / ... versions at export time.
         extra: format-specific facts (CPU features for AOTInductor, quantization
-            settings for edge variants, ...).
+            settings for edge variants, ...). Exporters store the nested output
+            structure as ``extra["output_tree"]`` (format in :mod:`fxexport.flatten`;
+            ``fxexport.unflatten(manifest, flat)`` rebuilds the dict from it).
     """
 
     format: str
