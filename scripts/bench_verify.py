@@ -79,7 +79,7 @@ def run(args) -> list[dict]:
 
     quick = getattr(args, "quick", False)
     name, size = ("resnet18", 64) if quick else ("resnet50", 224)
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 5
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)().eval()
     nodes = {f"layer{i}": f"feat{i}" for i in range(1, 5)}
@@ -91,24 +91,16 @@ def run(args) -> list[dict]:
         onnx_path, ts_path, how = _export(extractor, example, Path(tmp), nodes)
         export_s = time.perf_counter() - t0
 
-        # verify, a few times; phases from report.timings
-        reports = []
-        for _ in range(repeats):
-            time.sleep(0.1)
-            report = verify([onnx_path, ts_path], extractor, n_inputs=3)
-            assert report.ok, report.render()
-            reports.append(report.timings)
-        phases = ["reference", "onnxruntime.load", "onnxruntime.run", "torchscript.load", "torchscript.run", "compare"]
-        for t in reports:  # manifest reading, input generation, report building
-            t["other"] = t["total"] - sum(t.get(p, 0.0) for p in phases)
-        med = {p: statistics.median(t.get(p, 0.0) for t in [*reports]) for p in [*phases, "other"]}
-        total = statistics.median(t["total"] for t in reports)
-
-        # anchor: the same passes, warm, no verify
         manifest = read_manifest(str(onnx_path))
         inputs = make_inputs(manifest, n_inputs=3)
         ort_session = RUNNERS[".onnx"].load(onnx_path, manifest)
         ts_session = RUNNERS[".pt"].load(ts_path, read_manifest(str(ts_path)))
+        reports: list[dict] = []
+
+        def run_verify():
+            report = verify([onnx_path, ts_path], extractor, n_inputs=3)
+            assert report.ok, report.render()
+            reports.append(dict(report.timings))
 
         def eager():
             with torch.inference_mode():
@@ -123,9 +115,18 @@ def run(args) -> list[dict]:
             for x in inputs:
                 ts_session.run(list(x))
 
-        bare = interleaved({"eager": eager, "onnxruntime": ort, "torchscript": ts},
-                           blocks=3 if quick else 5, reps=1, warmup=2)
+        # verify and the bare passes it makes (eager + onnxruntime + TorchScript on the same 3 inputs,
+        # warm sessions), interleaved in the same blocks so that machine load hits both alike
+        med_s = interleaved({"verify": run_verify, "eager": eager, "onnxruntime": ort, "torchscript": ts},
+                            blocks=repeats, reps=1, warmup=1, gap_s=0.2)
+        reports = reports[1:]  # drop the warm-up call
+        bare = {k: med_s[k] for k in ("eager", "onnxruntime", "torchscript")}
         bare_total = sum(bare.values())
+        phases = ["reference", "onnxruntime.load", "onnxruntime.run", "torchscript.load", "torchscript.run", "compare"]
+        for t in reports:  # manifest reading, input generation, report building
+            t["other"] = t["total"] - sum(t.get(p, 0.0) for p in phases)
+        med = {p: statistics.median(t.get(p, 0.0) for t in reports) for p in [*phases, "other"]}
+        total = statistics.median(t["total"] for t in reports)
 
     common = {"model": f"{name} layer1..4 @{size}", "inputs": "batch 1,3,1", "threads": cpu_count()}
     rows = []

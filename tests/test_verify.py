@@ -250,6 +250,20 @@ def test_initializer_changed_after_export(good):
     assert body.index(worst.name) < min(body.index(n) for n in ("f1", "f2", "logits") if n != worst.name)
 
 
+def test_torchscript_weights_changed_after_export(good):
+    ext, _, ts_path, folder = good
+    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    module = torch.jit.load(str(ts_path), _extra_files=extra)
+    with torch.no_grad():
+        next(iter(module.parameters())).add_(0.05)
+    broken = folder / "bumped.pt"
+    torch.jit.save(module, str(broken), _extra_files=extra)
+    report = verify([ts_path, broken], ext, n_inputs=1)
+    assert not report.ok
+    assert {Path(c.artifact).name for c in report.failures} == {"bumped.pt"}
+    assert "torchscript (bumped.pt)" in report.render()
+
+
 def test_outputs_swapped_in_order(good):
     ext, onnx_path, _, folder = good
 
@@ -509,20 +523,28 @@ def test_make_inputs_sizes():
 
 
 def test_reference_rebuilt_from_manifest(tmp_path):
+    """No extractor: the model spec, node map and weights recorded in the manifest rebuild it."""
+    from safetensors.torch import save_file
+
     from fxexport.models import load_model, model_info
 
     spec = f"{REPO / 'models' / 'multitask.py'}:build"
     nodes = {"trunk.stage2": "mid", "cls_head.fc": "logits"}
-    ext = create_feature_extractor(load_model(spec), nodes)
-    example = torch.randn(2, 3, 64, 64)
-    path = export_onnx_artifact(ext, example, tmp_path / "mt.onnx", nodes=nodes, model_info=model_info(spec))
+    model = load_model(spec, seed=3)
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    ext = create_feature_extractor(model, nodes)
+    path = tmp_path / "mt.onnx"
+    export_onnx(ext, (torch.randn(2, 3, 64, 64),), path, dynamic=("batch",), exporter="torchscript",
+                model_info=model_info(spec, weights=weights))
     assert read_manifest(str(path)).model["spec"] == spec
-    report = verify(path, n_inputs=2)
+    report = verify(path, n_inputs=2, weights=weights)
     assert report.ok, report.render()
     assert [c.name for c in report.checks[:2]] == ["mid", "logits"]
+    assert report.inputs == [[[1, 3, 64, 64]], [[3, 3, 64, 64]]]
+    with pytest.raises(InvalidInputError, match="weights"):
+        verify(path, n_inputs=1)  # exported with a weights file: it must be given
     # an extractor that is not the exported one is caught
-    model = load_model(spec)
     with torch.no_grad():
         model.cls_head.fc.weight.mul_(1.01)
-    other = create_feature_extractor(model, nodes)
-    assert not verify(path, other, n_inputs=1).ok
+    assert not verify(path, create_feature_extractor(model, nodes), n_inputs=1).ok
