@@ -1210,9 +1210,10 @@ def _explain_failures(report: VerifyReport, extractor, input_sets, refs, manifes
     if any("shape" in p for c in report.checks for p in c.problems) and manifest.dynamic:
         bad = sorted({c.input_index for c in report.checks if any("shape" in p or "failed on input" in p
                                                                   for p in c.problems)} - {None})
+        shapes = "; ".join(", ".join("x".join(map(str, s)) for s in report.inputs[j]) for j in bad)
         report.notes.append(
-            f"the artifact declares {manifest.dynamic} dynamic but fails at input(s) {bad} "
-            f"{[report.inputs[j] for j in bad]}: a size may have been baked in at export"
+            f"the artifact declares {', '.join(manifest.dynamic)} dynamic but fails at input(s) {bad} ({shapes}): "
+            "a size may have been baked in at export (a traced int(x.shape[0]), a reshape to a fixed size)"
         )
 
 
