@@ -129,6 +129,26 @@ def test_cpp_program_errors_are_one_line_with_exit_codes(artifacts_root, tmp_pat
         assert proc.stderr.startswith("fxexport_infer: error: ")
 
 
+def test_cpp_program_refuses_a_package_built_for_missing_cpu_features(artifacts_root, tmp_path):
+    path, _ = _artifact("multitask", "aoti", artifacts_root)
+    x = tmp_path / "x.npy"
+    np.save(x, example(1).numpy())
+    # Pretend this CPU has only SSE (FXEXPORT_CPU_FLAGS replaces /proc/cpuinfo's flags).
+    env = dict(os.environ, FXEXPORT_CPU_FLAGS="fpu sse sse2")
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    proc = subprocess.run([str(cpp_program()), str(path), str(x)], capture_output=True, text=True, env=env, timeout=300)
+    if not str(isa):  # the package uses no vector ISA: nothing to refuse
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 3, proc.stderr
+    assert "this CPU lacks" in proc.stderr and "export it again on this machine" in proc.stderr
+    proc = subprocess.run([str(cpp_program()), str(path), str(x), "--no-cpu-check"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_build_is_cached_and_keyed_on_sources(tmp_path, monkeypatch):
     exe = cpp_program()
     mtime = exe.stat().st_mtime_ns

@@ -11,8 +11,8 @@ from _cpp_artifacts import aoti_package, example, max_scaled_error, multitask_ex
 from torch import nn
 
 from fxexport import read_manifest
-from fxexport.errors import ExportError, InvalidInputError, OutputSpecError
-from fxexport.export.aoti import cpu_features, export_aoti, load_aoti
+from fxexport.errors import ExportError, InvalidInputError, OutputSpecError, VerificationError
+from fxexport.export.aoti import cpu_features, export_aoti, load_aoti, missing_cpu_features
 from fxexport.flatten import OutputSpec, flatten
 
 
@@ -127,3 +127,17 @@ def test_cpu_features_shape():
     cpu = cpu_features()
     assert set(cpu) == {"capability", "inductor_isa", "flags", "machine", "model_name", "system"}
     assert all(isinstance(f, str) for f in cpu["flags"])
+    assert missing_cpu_features(cpu) == []  # this machine runs what it compiles
+
+
+def test_loading_refuses_a_package_for_missing_cpu_features(artifacts_root, monkeypatch):
+    import fxexport.export.aoti as aoti
+
+    path, manifest = aoti_package("multitask", artifacts_root)
+    cpu = dict(manifest.extra["cpu"], inductor_isa="AVX512 AVX512_VNNI")
+    monkeypatch.setattr(aoti, "_machine_flags", lambda: {"fpu", "sse", "sse2", "avx", "avx2", "fma"})
+    assert missing_cpu_features(cpu) == ["avx512_vnni", "avx512bw", "avx512dq", "avx512f", "avx512vl"]
+    assert missing_cpu_features(dict(cpu, machine="aarch64")) == ["machine=aarch64"]
+    if missing_cpu_features(manifest.extra["cpu"]):
+        with pytest.raises(VerificationError, match="this machine lacks .* export it again on this machine"):
+            load_aoti(path)

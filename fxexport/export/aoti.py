@@ -49,13 +49,28 @@ from fxexport.export._common import Plan, compare_outputs, make_manifest, plan, 
 from fxexport.flatten import FlatOutputs
 from fxexport.manifest import MANIFEST_KEY, Manifest
 
-__all__ = ["export_aoti", "cpu_features", "load_aoti"]
+__all__ = ["export_aoti", "cpu_features", "load_aoti", "missing_cpu_features"]
 
 # CPU flags (from /proc/cpuinfo) that decide which kernels Inductor may emit.
 _RELEVANT_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
     "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
 )
+#: /proc/cpuinfo flags that each word of Inductor's vector ISA (``AOTI_CPU_ISA``, e.g.
+#: "AVX512 AVX512_VNNI") needs; a package's kernels use these instructions.
+ISA_FLAGS = {
+    "AVX2": ("avx2", "fma"),
+    "AVX512": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
+    "AVX512_VNNI": ("avx512_vnni",),
+    "AVX512_BF16": ("avx512_bf16",),
+    "AVX512_FP16": ("avx512_fp16",),
+    "AMX": ("amx_tile",),
+    "AMX_TILE": ("amx_tile",),
+    "NEON": ("asimd",),
+    "ASIMD": ("asimd",),
+    "SVE": ("sve",),
+    "SVE256": ("sve",),
+}
 
 
 def export_aoti(
@@ -140,12 +155,60 @@ def load_aoti(path: str | os.PathLike):
             features or another torch version).
     """
     from fxexport.errors import VerificationError
+    from fxexport.manifest import read_manifest
 
+    try:
+        cpu = read_manifest(str(path)).extra.get("cpu") or {}
+    except VerificationError:
+        if not Path(path).exists():
+            raise
+        cpu = {}  # not written by fxexport: nothing recorded to check
+    missing = missing_cpu_features(cpu)
+    if missing:
+        raise VerificationError(
+            f"AOTInductor package '{path}' was compiled for {cpu.get('machine')} with "
+            f"{cpu.get('inductor_isa')} ({cpu.get('model_name') or 'unknown CPU'}); this machine lacks "
+            f"{', '.join(missing)}, so its kernels would crash here: export it again on this machine "
+            "(or use the TorchScript/ONNX artifact)"
+        )
     try:
         with _quiet_logger("torch.utils.cpp_extension"):
             return torch._inductor.aoti_load_package(str(path))
     except Exception as err:  # noqa: BLE001
         raise VerificationError(f"cannot load AOTInductor package '{path}': {_first_line(err)}") from err
+
+
+def missing_cpu_features(cpu: Mapping[str, Any]) -> list[str]:
+    """What this machine lacks of what a package was compiled for (``manifest.extra["cpu"]``).
+
+    Returns the missing /proc/cpuinfo flags (or ``"machine=aarch64"`` for another
+    architecture); ``[]`` when it has them all, or when nothing is recorded or
+    this machine's flags cannot be read.
+
+    Example:
+        >>> missing_cpu_features({})
+        []
+    """
+    if not cpu:
+        return []
+    machine = cpu.get("machine")
+    if machine and machine != platform.machine():
+        return [f"machine={machine}"]
+    have = _machine_flags()
+    if have is None:
+        return []
+    need = [f for word in str(cpu.get("inductor_isa") or "").upper().split() for f in ISA_FLAGS.get(word, ())]
+    return sorted({f for f in need if f not in have})
+
+
+def _machine_flags() -> set[str] | None:
+    """This machine's CPU flags from /proc/cpuinfo (None when unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
+    return set(m.group(1).split()) if m else None
 
 
 def cpu_features() -> dict[str, Any]:
@@ -161,21 +224,19 @@ def cpu_features() -> dict[str, Any]:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001 - very old torch
         capability = "unknown"
-    flags: list[str] = []
+    have = _machine_flags() or set()
+    flags = [f for f in _RELEVANT_FLAGS if f in have]
     model_name = ""
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
-        have = set(m.group(1).split()) if m else set()
-        flags = [f for f in _RELEVANT_FLAGS if f in have]
-        m = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+        m = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
         model_name = m.group(1).strip() if m else ""
     except OSError:
         pass
     try:  # the vector ISA Inductor compiles kernels for (the package metadata's AOTI_CPU_ISA)
-        from torch._inductor.cpu_vec_isa import pick_vec_isa
+        with _quiet_logger("torch.utils.cpp_extension"):
+            from torch._inductor.cpu_vec_isa import pick_vec_isa
 
-        inductor_isa = str(pick_vec_isa()).upper() or "NONE"
+            inductor_isa = str(pick_vec_isa()).upper() or "NONE"
     except Exception:  # noqa: BLE001
         inductor_isa = "unknown"
     return {"capability": capability, "inductor_isa": inductor_isa, "flags": flags, "machine": platform.machine(),

@@ -1,7 +1,7 @@
 // fxexport_infer: run an fxexport artifact from C++ and write every output by name.
 //
 //   fxexport_infer ARTIFACT INPUT [INPUT ...] [--shape 1,3,224,224] [--out DIR]
-//                  [--threads N] [--repeat N] [--info]
+//                  [--threads N] [--repeat N] [--info] [--no-cpu-check]
 //
 // ARTIFACT is a TorchScript archive (.pt / .ts, from fxexport.export_torchscript)
 // or an AOTInductor package (.pt2, from fxexport.export_aoti). Each INPUT is a
@@ -19,6 +19,11 @@
 // --repeat N runs the model N more times after the first run and prints the
 // median latency in milliseconds.
 //
+// An AOTInductor package is compiled for the CPU features of the machine that
+// built it (metadata AOTI_CPU_ISA); before loading one, the program checks that
+// this CPU has them (/proc/cpuinfo) and refuses with exit code 3 if not, rather
+// than crash with an illegal instruction. --no-cpu-check skips that.
+//
 // Exit codes: 0 ok, 2 bad usage or unreadable input, 3 the artifact failed to
 // load or run, or its outputs do not match its output names.
 
@@ -27,6 +32,8 @@
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -36,6 +43,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -420,10 +428,67 @@ struct TorchScriptArtifact : Artifact {
   }
 };
 
+// An AOTInductor package's kernels use the vector instructions of the machine that compiled it
+// (metadata AOTI_CPU_ISA, e.g. "AVX512 AVX512_VNNI"); on a CPU without them they crash with an
+// illegal instruction. Returns the /proc/cpuinfo flags this machine lacks ("" when fine or
+// unknown). FXEXPORT_CPU_FLAGS, when set, replaces /proc/cpuinfo's flags (for tests).
+std::string missing_cpu_flags(const std::string& isa) {
+  static const std::map<std::string, std::vector<std::string>> needs = {
+      {"AVX2", {"avx2", "fma"}},
+      {"AVX512", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}},
+      {"AVX512_VNNI", {"avx512_vnni"}},
+      {"AVX512_BF16", {"avx512_bf16"}},
+      {"AVX512_FP16", {"avx512_fp16"}},
+      {"AMX", {"amx_tile"}},
+      {"AMX_TILE", {"amx_tile"}},
+      {"NEON", {"asimd"}},
+      {"ASIMD", {"asimd"}},
+      {"SVE", {"sve"}},
+      {"SVE256", {"sve"}}};
+  std::string flags_line;
+  if (const char* env = std::getenv("FXEXPORT_CPU_FLAGS")) {
+    flags_line = env;
+  } else {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0) {
+        flags_line = line.substr(line.find(':') + 1);
+        break;
+      }
+    }
+    if (flags_line.empty()) return "";
+  }
+  std::set<std::string> have;
+  std::stringstream fs(flags_line);
+  for (std::string f; fs >> f;) have.insert(f);
+  std::set<std::string> missing;
+  std::stringstream ws(isa);
+  for (std::string word; ws >> word;) {
+    for (auto& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    auto it = needs.find(word);
+    if (it == needs.end()) continue;
+    for (const auto& f : it->second)
+      if (!have.count(f)) missing.insert(f);
+  }
+  std::string out;
+  for (const auto& f : missing) out += (out.empty() ? "" : " ") + f;
+  return out;
+}
+
 struct AotiArtifact : Artifact {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
-  explicit AotiArtifact(const std::string& path) {
+  AotiArtifact(const std::string& path, bool check_cpu) {
     kind = "aoti";
+    if (check_cpu) {
+      // Read the metadata without loading the compiled code, which could crash on this CPU.
+      auto meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
+      auto isa = meta.find("AOTI_CPU_ISA");
+      std::string missing = isa == meta.end() ? "" : missing_cpu_flags(isa->second);
+      if (!missing.empty())
+        throw std::runtime_error("the package was compiled for " + isa->second + " but this CPU lacks " + missing +
+                                 "; export it again on this machine (or pass --no-cpu-check)");
+    }
     loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
     auto metadata = loader->get_metadata();
     auto it = metadata.find("fxexport");
@@ -462,7 +527,7 @@ std::string safe_file_name(const std::string& name) {
 int usage(const char* argv0) {
   std::cerr << "usage: " << argv0
             << " ARTIFACT(.pt|.pt2) INPUT(.npy|raw float32) [INPUT ...] [--shape 1,3,224,224] [--out DIR]"
-               " [--threads N] [--repeat N] [--info]\n";
+               " [--threads N] [--repeat N] [--info] [--no-cpu-check]\n";
   return 2;
 }
 
@@ -473,7 +538,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> input_paths;
   std::vector<std::vector<int64_t>> shapes;
   int threads = 0, repeat = 0;
-  bool info = false;
+  bool info = false, check_cpu = true;
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
@@ -486,6 +551,7 @@ int main(int argc, char** argv) {
       else if (a == "--threads") threads = std::stoi(value());
       else if (a == "--repeat") repeat = std::stoi(value());
       else if (a == "--info") info = true;
+      else if (a == "--no-cpu-check") check_cpu = false;
       else if (a == "-h" || a == "--help") return usage(argv[0]), 0;
       else if (a.rfind("--", 0) == 0) throw UsageError("unknown option " + a);
       else if (artifact_path.empty()) artifact_path = a;
@@ -501,7 +567,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<Artifact> artifact;
   try {
-    if (ends_with(artifact_path, ".pt2")) artifact = std::make_unique<AotiArtifact>(artifact_path);
+    if (ends_with(artifact_path, ".pt2")) artifact = std::make_unique<AotiArtifact>(artifact_path, check_cpu);
     else artifact = std::make_unique<TorchScriptArtifact>(artifact_path);
   } catch (const std::exception& e) {
     std::cerr << "fxexport_infer: error: cannot load '" << artifact_path << "': " << e.what() << "\n";
