@@ -582,6 +582,9 @@ def _verify_into(rec: dict[str, Any], path: Path, extractor, sizes=VERIFY_BATCHE
         rec["verify_ok"] = bool(report.ok)
         rec["verify_batches"] = [s[0][0] for s in report.inputs if s and s[0]]
         rec["max_abs"] = _json_float(_max_abs(report))
+        ratios = [c.worst_ratio for c in report.checks if c.worst_ratio is not None]
+        if ratios:  # max |out-ref| / (atol + rtol*|ref|): 1.0 is the edge of the tolerance
+            rec["tol_used"] = _json_float(round(max(ratios), 4))
         if not report.ok:
             worst = report.failures[0] if report.failures else None
             text = report.summary()
@@ -734,7 +737,7 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
             rec["nodes_train"], rec["nodes_eval"] = len(train_names), len(eval_names)
         if steps["trace"]["ok"] or not fixes:
             break
-        leaf = _leaf_from_error(steps["trace"].get("error", ""))
+        leaf = _leaf_from_error(str(steps["trace"].get("_exc") or steps["trace"].get("error", "")))
         if not leaf or leaf in leaf_names:
             break
         try:
@@ -747,7 +750,7 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
     if leaf_names:
         steps["trace"]["leaf_modules"] = leaf_names
         if steps["trace"]["ok"]:
-            result["fix"] = f"leaf_modules=[{', '.join(leaf_names)}]"
+            result.setdefault("fixes", []).append(f"leaf_modules=[{', '.join(leaf_names)}]")
     if not steps["trace"]["ok"]:
         return
     info = model_info(model_entry.spec, kwargs=model_entry.kwargs, seed=0, leaf_modules=leaf_names or None)
@@ -816,12 +819,13 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
         if fixes and not _onnx_ok(auto):
             working = [e for e in ("torchscript", "dynamo") if _onnx_ok(steps.get(f"onnx_{e}", {}))]
             if working:
-                result["fix"] = f"exporter='{working[0]}' (--exporter {working[0]})"
+                result.setdefault("fixes", []).append(f"exporter='{working[0]}' (--exporter {working[0]})")
             elif auto.get("category") == "dynamic shape" or any(
                     steps.get(f"onnx_{e}", {}).get("category") == "dynamic shape" for e in ("dynamo", "torchscript")):
                 static = onnx_step("onnx_static", "auto", dynamic=None, sizes=(EXPORT_BATCH,))
                 if _onnx_ok(static):
-                    result["fix"] = "export with a static batch (dynamic=None; no --dynamic) at the batch you run"
+                    result.setdefault("fixes", []).append(
+                        "export with a static batch (dynamic=None; no --dynamic) at the batch you run")
     finally:
         shutil.rmtree(art_dir, ignore_errors=True)
 
@@ -851,12 +855,19 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     lines = []
     category = None
     if not headline_ok:
-        for s in list(_HEADLINE) + ["task"]:
+        for s in _HEADLINE:
             rec = steps.get(s)
-            if rec is None:
-                if timed_out and category is None:
+            if rec is None:  # the task stopped before this step
+                task = steps.get("task")
+                if task is not None:
+                    category = task.get("category") or "other"
+                    lines.append(f"{task.get('error') or 'failed'}")
+                elif timed_out:
                     category = "timeout"
                     lines.append(f"timeout in {timed_out}")
+                else:
+                    category = "other"
+                    lines.append(f"stopped before {s}")
                 break
             if not rec.get("ok") or (s == "onnx_auto" and not rec.get("verify_ok")):
                 category = rec.get("category") or ("timeout" if timed_out else "other")
@@ -876,8 +887,11 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
             lines.append(f"timeout in {timed_out}")
     result["category"] = category
     result["failure"] = " | ".join(lines)[:400] if lines else None
-    if "fix" not in result:
-        result["fix"] = _default_fix(result) if category or lines else None
+    fixes = list(result.get("fixes") or [])
+    default = _default_fix(result) if category or lines else None
+    if default and default not in fixes:
+        fixes.append(default)
+    result["fix"] = "; ".join(fixes) or None
     return result
 
 
@@ -1155,6 +1169,9 @@ def _cell(rec: dict[str, Any] | None, *, label: str = "") -> str:
         bits = [label or "ok"]
         if rec.get("max_abs") is not None:
             bits.append(f"err {_fmt_err(rec['max_abs'])}")
+            used = rec.get("tol_used")
+            if isinstance(used, (int, float)) and used >= 0.05:  # large outputs: say how close to the tolerance
+                bits.append(f"({used:.0%} of tol)")
         return "✅ " + " ".join(bits)
     if rec.get("ok"):  # exported, did not verify
         return f"❌ {rec.get('verify_category') or rec.get('category') or 'mismatch'}"
@@ -1188,7 +1205,7 @@ def matrix_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             if rec is None:
                 continue
             entry[key] = {k: rec.get(k) for k in ("ok", "exporter", "method", "export_s", "time_s", "verify_ok",
-                                                  "verify_batches", "max_abs", "verify_s", "category", "error",
+                                                  "verify_batches", "max_abs", "tol_used", "verify_s", "category", "error",
                                                   "verify_error") if rec.get(k) is not None}
         out.append(entry)
     return out
@@ -1198,13 +1215,15 @@ def summary_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Per group: models, ok (dynamic-batch ONNX verified at 2 batch sizes), all steps ok, percentage."""
     figures: dict[str, Any] = {}
     for group in dict.fromkeys([*GROUPS, *(r.get("group") for r in rows)]):
-        members = [r for r in rows if r.get("group") == group]
-        if not members:
+        members = [r for r in rows if r.get("group") == group and r.get("status") != "not run"]
+        pending = sum(1 for r in rows if r.get("group") == group and r.get("status") == "not run")
+        if not members and not pending:
             continue
         ok = sum(1 for r in members if r.get("status") == "ok")
         figures[group] = {
             "models": len(members), "ok": ok, "all_ok": sum(1 for r in members if r.get("all_ok")),
-            "ok_pct": round(100.0 * ok / len(members), 1),
+            "ok_pct": round(100.0 * ok / max(1, len(members)), 1),
+            **({"not_run": pending} if pending else {}),
             "categories": {c: sum(1 for r in members if r.get("category") == c) for c in CATEGORIES
                            if any(r.get("category") == c for r in members)},
         }
@@ -1266,7 +1285,8 @@ def write_matrix(rows: "OrderedDict[str, dict[str, Any]] | Sequence[dict[str, An
         "|---|---:|---:|---:|",
     ]
     for group, f in figures.items():
-        lines.append(f"| {group} | {f['models']} | **{f['ok']}** ({f['ok_pct']:.1f}%) | {f['all_ok']} |")
+        extra = f" (+{f['not_run']} not run)" if f.get("not_run") else ""
+        lines.append(f"| {group} | {f['models']}{extra} | **{f['ok']}** ({f['ok_pct']:.1f}%) | {f['all_ok']} |")
     cats: dict[str, int] = {}
     for f in figures.values():
         for c, n in f["categories"].items():
@@ -1289,6 +1309,9 @@ def write_matrix(rows: "OrderedDict[str, dict[str, Any]] | Sequence[dict[str, An
                   "TorchScript | time s | failure / fix |",
                   "|---|---|---:|---:|---|---|---|---|---:|---|"]
         for r in members:
+            if r.get("status") == "not run":
+                lines.append(f"| {r['id']} | | | | not run | | | | | not run in this sweep (time) |")
+                continue
             s = r.get("steps", {})
             auto = s.get("onnx_auto")
             exp = (auto or {}).get("exporter")
@@ -1355,8 +1378,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", default=MATRIX_FILE, help=f"Markdown matrix to write (default {MATRIX_FILE})")
     p.add_argument("--json-out", default=MATRIX_JSON, help=f"JSON behind the matrix (default {MATRIX_JSON})")
     p.add_argument("--no-matrix", action="store_true", help="do not write the matrix")
+    p.add_argument("--matrix-only", action="store_true",
+                   help="run nothing: write the matrix from the results file (models without a result: 'not run')")
     p.add_argument("--list", action="store_true", help="list the models and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per model only)")
+
+
+#: torchvision models with ~80M+ parameters: run last (their weights are serialized, checked
+#: and loaded many times per model), so an interrupted sweep has covered the most models
+HEAVY = {"vit_h_14", "regnet_y_128gf", "vit_l_16", "vit_l_32", "regnet_y_32gf", "regnet_x_32gf", "convnext_large",
+         "efficientnet_v2_l", "efficientnet_v2_m", "wide_resnet101_2", "wide_resnet50_2", "swin_v2_b", "swin_b",
+         "convnext_base", "resnext101_64x4d", "resnext101_32x8d", "regnet_y_16gf", "regnet_x_16gf", "vgg11",
+         "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet", "vit_b_16",
+         "vit_b_32", "deeplabv3_resnet101", "fcn_resnet101"}
+
+
+def run_order(models: Sequence[ZooModel]) -> list[ZooModel]:
+    """The order models run in: timm, light torchvision, segmentation / detection, heavy last."""
+    rank = {GROUPS[3]: 0, GROUPS[0]: 1, GROUPS[1]: 2, GROUPS[2]: 2}
+
+    def key(m: ZooModel):
+        heavy = m.spec.split(":", 1)[-1] in HEAVY
+        return (3 if heavy else rank.get(m.group, 1),)
+
+    return sorted(models, key=key)
 
 
 def select(args) -> list[ZooModel]:
@@ -1381,16 +1426,24 @@ def main_from_args(args) -> int:
         return 2
     t0 = time.perf_counter()
     ran: dict[str, Any] = {}
-    rows = run_sweep(models, results=args.results, backend=args.backend, workers=args.workers,
-                     timeout=args.timeout, threads=args.threads, resume=not args.fresh,
-                     retry_failed=args.retry_failed, fixes=not args.no_fixes, progress=not args.no_progress,
-                     ray_address=args.ray_address, stats=ran)
+    if args.matrix_only:
+        rows = read_results(args.results)
+    else:
+        rows = run_sweep(run_order(models), results=args.results, backend=args.backend, workers=args.workers,
+                         timeout=args.timeout, threads=args.threads, resume=not args.fresh,
+                         retry_failed=args.retry_failed, fixes=not args.no_fixes, progress=not args.no_progress,
+                         ray_address=args.ray_address, stats=ran)
     wall = time.perf_counter() - t0
     if not args.no_matrix:
-        ids = [m.id for m in zoo_models(args.models)]
-        chosen = [rows[i] for i in ids if i in rows]
+        ids = [m.id for m in models]
+        chosen = [rows[m.id] if m.id in rows else {"id": m.id, "group": m.group, "family": m.family,
+                                                   "spec": m.spec, "status": "not run", "steps": {}}
+                  for m in models]
         meta = {"wall_s": round(wall, 1), "models_run": ran.get("models_run", 0), "workers": args.workers,
                 "backend": args.backend, "timeout_s": args.timeout, "models_set": args.models}
+        if args.matrix_only:
+            meta = {k: v for k, v in meta.items() if k not in ("wall_s", "models_run")}
+            meta.update(_results_span(chosen))
         write_matrix(chosen, args.matrix, args.json_out, order=ids, meta=meta)
         figures = summary_figures(chosen)
         for group, f in figures.items():
@@ -1398,3 +1451,14 @@ def main_from_args(args) -> int:
         sys.stderr.write(f"matrix: {args.matrix}, {args.json_out}\n")
     return 0
 
+
+def _results_span(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """First start to last finish of the rows' results (the sweep's wall time when it ran in one go)."""
+    spans = []
+    for r in rows:
+        with contextlib.suppress(Exception):
+            end = _dt.datetime.fromisoformat(r["finished_at"]).timestamp()
+            spans.append((end - float(r.get("total_s") or 0), end))
+    if not spans:
+        return {}
+    return {"wall_s": round(max(e for _, e in spans) - min(b for b, _ in spans), 1), "models_run": len(spans)}
