@@ -156,7 +156,12 @@ def _latency_rows(quick: bool, folder: Path) -> list[dict]:
             _plain_export(extractor, x, plain, exporter)
         s_ours, s_plain = _session(ours), _session(plain)
         assert [o.name for o in s_ours.get_outputs()] == list(R50_NODES.values())
-        notes[exporter] = f"plain output names: {[o.name for o in s_plain.get_outputs()]}"
+        import onnx
+
+        same = [n.op_type for n in onnx.load(str(ours)).graph.node] == \
+            [n.op_type for n in onnx.load(str(plain)).graph.node]
+        notes[exporter] = (f"plain output names: {[o.name for o in s_plain.get_outputs()]}; "
+                           f"same op sequence as fxexport's: {'yes' if same else 'NO'}")
         fns[f"ours-{exporter}"] = lambda s=s_ours: s.run(None, feeds)
         fns[f"plain-{exporter}"] = lambda s=s_plain: s.run(None, feeds)
     blocks, reps = (5, 5) if quick else (9, 5)
