@@ -7,7 +7,7 @@ Rows:
     model and extractor already built). Models: resnet50 ``layer1..layer4`` and vit_b_16 with 3
     encoder layers (``encoder_layer_3/7/11``), 224x224, example batch 1, dynamic batch, seeded
     random weights. The time includes fxexport's checks (onnxruntime at two batch sizes).
-  * ``latency``: resnet50 ``layer1..layer4`` at batch 1, 2 threads: onnxruntime on the file
+  * ``latency`` (also at 1 thread, as a contention indicator): resnet50 ``layer1..layer4`` at batch 1, 2 threads: onnxruntime on the file
     ``export_onnx`` wrote (graph optimizations on) vs the eager torch extractor (target
     ratio <= 0.6) and vs a plain ``torch.onnx.export`` of the same extractor with the same
     exporter (target within 5%: the flattening must cost nothing at run time). Medians of
@@ -104,11 +104,11 @@ def _export_rows(quick: bool, folder: Path) -> list[dict]:
     return rows
 
 
-def _session(path: Path):
+def _session(path: Path, threads: int = 2):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
+    opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -148,7 +148,16 @@ def _latency_rows(quick: bool, folder: Path) -> list[dict]:
         with torch.inference_mode():
             return extractor(x)
 
+    def eager_1():  # a contention indicator: one thread has no barriers to wait at
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return extractor(x)
+        finally:
+            torch.set_num_threads(2)
+
     fns["eager"] = eager
+    fns["eager-1"] = eager_1
     for exporter in ("torchscript", "dynamo"):
         ours, plain = folder / f"ours-{exporter}.onnx", folder / f"plain-{exporter}.onnx"
         export_onnx(extractor, x, ours, dynamic=("batch",), exporter=exporter)
@@ -164,6 +173,8 @@ def _latency_rows(quick: bool, folder: Path) -> list[dict]:
                            f"same op sequence as fxexport's: {'yes' if same else 'NO'}")
         fns[f"ours-{exporter}"] = lambda s=s_ours: s.run(None, feeds)
         fns[f"plain-{exporter}"] = lambda s=s_plain: s.run(None, feeds)
+        if exporter == "torchscript":
+            fns["ours-1"] = lambda s=_session(ours, 1): s.run(None, feeds)
     blocks, reps = (5, 5) if quick else (9, 5)
     times = interleaved(fns, blocks=blocks, reps=reps, warmup=3, gap_s=0.1)
     eager_s = times["eager"]
@@ -176,6 +187,12 @@ def _latency_rows(quick: bool, folder: Path) -> list[dict]:
         rows.append(_row(bench="latency", model=model_name, exporter=f"ort, fxexport.export_onnx ({exporter})",
                          latency_ms=ours * 1e3, vs_eager=ours / eager_s, vs_plain=ours / plain,
                          note="targets: vs_eager <= 0.6, vs_plain within 5%"))
+    rows.append(_row(bench="latency", model=model_name, exporter="eager torch, 1 thread",
+                     latency_ms=times["eager-1"] * 1e3, vs_eager=times["eager-1"] / eager_s,
+                     note="reference: if this beats 2 threads, the cores are contended"))
+    rows.append(_row(bench="latency", model=model_name, exporter="ort, fxexport (torchscript), 1 thread",
+                     latency_ms=times["ours-1"] * 1e3, vs_eager=times["ours-1"] / eager_s,
+                     note=f"vs eager at 1 thread: {times['ours-1'] / times['eager-1']:.3f}"))
     return rows
 
 
