@@ -203,6 +203,22 @@ def test_input_passthrough_and_repeated_tensor_get_their_names(tmp_path, exporte
     assert_close(torch.relu(x), got["both.1"])
 
 
+def test_auto_falls_back_to_the_next_exporter_and_records_it(tmp_path, monkeypatch):
+    real = onnx_export._run_exporter
+
+    def torchscript_breaks(exporter, *args):
+        if exporter == "torchscript":
+            raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 20 is not supported")
+        return real(exporter, *args)
+
+    monkeypatch.setattr(onnx_export, "_run_exporter", torchscript_breaks)
+    ex = create_feature_extractor(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), {"1": "act"})
+    m = export_onnx(ex, torch.rand(1, 3, 8, 8), tmp_path / "m.onnx", exporter="auto")
+    assert m.exporter == "dynamo" and read_manifest(str(tmp_path / "m.onnx")).exporter == "dynamo"
+    with pytest.raises(ExportError, match="torchscript: torch.onnx.export failed: RuntimeError: Exporting the operator"):
+        export_onnx(ex, torch.rand(1, 3, 8, 8), tmp_path / "n.onnx", exporter="torchscript")
+
+
 # -- dynamic dims ------------------------------------------------------------------------------------
 
 
