@@ -28,7 +28,7 @@ hard limit) is recorded as a ``crash`` with the step it was in, and the sweep go
 
 Example:
     >>> [m.id for m in zoo_models("smoke")][:2]
-    ['torchvision:resnet18', 'torchvision:mobilenet_v3_small']
+    ['torchvision:resnet18', 'torchvision:squeezenet1_1']
     >>> categorize("onnx", RuntimeError("Unsupported: ONNX export of operator aten::foo"))
     'unsupported op'
 """
@@ -262,7 +262,7 @@ def timm_models() -> list[ZooModel]:
 
 
 #: five quick models for the smoke test (one per kind of task the sweep runs)
-SMOKE = ("torchvision:resnet18", "torchvision:mobilenet_v3_small", "torchvision:squeezenet1_1",
+SMOKE = ("torchvision:resnet18", "torchvision:squeezenet1_1", "models/multitask.py:build",
          "timm:test_vit", "models/needs_leaf.py:build")
 
 
@@ -272,8 +272,8 @@ def zoo_models(which: str = "all") -> list[ZooModel]:
     if which == "smoke":
         return [
             ZooModel(SMOKE[0], SMOKE[0], GROUPS[0], "resnet", {}, (32,)),
-            ZooModel(SMOKE[1], SMOKE[1], GROUPS[0], "mobilenet_v3", {}, (32,)),
-            ZooModel(SMOKE[2], SMOKE[2], GROUPS[0], "squeezenet", {}, (48,)),
+            ZooModel(SMOKE[1], SMOKE[1], GROUPS[0], "squeezenet", {}, (48,)),
+            ZooModel(SMOKE[2], SMOKE[2], "example", "multitask", {}, (0,)),
             ZooModel(SMOKE[3], SMOKE[3], GROUPS[3], "vit", {}, (0,)),
             ZooModel(SMOKE[4], SMOKE[4], "example", "needs_leaf", {}, (0,)),
         ]

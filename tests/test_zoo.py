@@ -40,7 +40,7 @@ def smoke(tmp_path_factory):
         _entry(f"{HERE}:hang", id="fault:hang", timeout=3.0),
         _entry(f"{HERE}:crash", id="fault:crash"),
     ]
-    models = zoo.zoo_models("smoke") + faults
+    models = faults + zoo.zoo_models("smoke")  # faults first: the crash breaks the pool while little else runs
     t0 = time.perf_counter()
     stats: dict = {}
     rows = zoo.run_sweep(models, results=results, workers=2, timeout=600, progress=False, stats=stats,
@@ -114,7 +114,7 @@ def test_matrix_from_smoke_results(smoke):
     assert "| torchvision:resnet18 |" in text and "✅" in text
     data = json.loads(js.read_text())
     figures = data["summary"]["torchvision classification"]
-    assert figures == {"models": 3, "ok": 3, "all_ok": 3, "ok_pct": 100.0, "categories": {}}
+    assert figures == {"models": 2, "ok": 2, "all_ok": 2, "ok_pct": 100.0, "categories": {}}
     assert data["summary"]["test"]["categories"] == {"timeout": 1, "crash": 1}
     by_id = {m["id"]: m for m in data["models"]}
     assert by_id["torchvision:resnet18"]["onnx_auto"]["verify_batches"] == [1, 3]
