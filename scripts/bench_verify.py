@@ -5,11 +5,13 @@ ONNX (dynamic batch) and TorchScript; ``verify([onnx, pt], extractor, n_inputs=3
 batch 1, 3, 1 at 224x224 (``--quick``: resnet18 at 64x64).
 
 Rows:
-  * one per phase of a verify call (median of a few calls): reference (eager extractor),
+  * one per phase of a verify call (median of the calls): reference (eager extractor),
     each runtime's load and run, comparison, other (manifest reading, inputs, report);
   * ``bare runs``: the same forward passes without verify -- eager extractor + warm
-    onnxruntime session + warm TorchScript module on the same inputs, timed with
-    :func:`bench_common.interleaved` -- the anchor; ``ratio`` is a phase's time over it.
+    onnxruntime session + warm TorchScript module on the same inputs -- the anchor;
+    ``x bare`` is a row's wall time over it. verify and the bare passes run interleaved
+    (:func:`bench_common.interleaved`); ``cpu s`` (process CPU seconds, all threads) is the
+    steadier figure on a machine shared with other work.
 
 Run: ``python scripts/bench.py verify [--quick]``.
 """
@@ -116,29 +118,46 @@ def run(args) -> list[dict]:
                 ts_session.run(list(x))
 
         # verify and the bare passes it makes (eager + onnxruntime + TorchScript on the same 3 inputs,
-        # warm sessions), interleaved in the same blocks so that machine load hits both alike
-        med_s = interleaved({"verify": run_verify, "eager": eager, "onnxruntime": ort, "torchscript": ts},
-                            blocks=repeats, reps=1, warmup=1, gap_s=0.2)
-        reports = reports[1:]  # drop the warm-up call
+        # warm sessions), interleaved in the same blocks so that machine load hits both alike; CPU
+        # seconds (all threads) are recorded too: on a shared machine they vary less than wall time
+        cpu: dict[str, list[float]] = {}
+
+        def with_cpu(name, fn):
+            def timed():
+                c = time.process_time()
+                fn()
+                cpu.setdefault(name, []).append(time.process_time() - c)
+            return timed
+
+        fns = {"verify": run_verify, "eager": eager, "onnxruntime": ort, "torchscript": ts}
+        med_s = interleaved({k: with_cpu(k, f) for k, f in fns.items()}, blocks=repeats, reps=1, warmup=1, gap_s=0.2)
+        med_cpu = {k: statistics.median(v[1:]) for k, v in cpu.items()}  # without the warm-up call
+        reports = reports[1:]
         bare = {k: med_s[k] for k in ("eager", "onnxruntime", "torchscript")}
         bare_total = sum(bare.values())
+        bare_cpu = sum(med_cpu[k] for k in bare)
         phases = ["reference", "onnxruntime.load", "onnxruntime.run", "torchscript.load", "torchscript.run", "compare"]
         for t in reports:  # manifest reading, input generation, report building
             t["other"] = t["total"] - sum(t.get(p, 0.0) for p in phases)
         med = {p: statistics.median(t.get(p, 0.0) for t in reports) for p in [*phases, "other"]}
         total = statistics.median(t["total"] for t in reports)
 
-    common = {"model": f"{name} layer1..4 @{size}", "inputs": "batch 1,3,1", "threads": cpu_count()}
+    case = f"{name} layer1..4 @{size}, batch 1,3,1, {cpu_count()} cores"
     rows = []
     for phase in [*phases, "other"]:
-        rows.append({**common, "phase": phase, "seconds": med[phase], "share": med[phase] / total,
-                     "ratio": med[phase] / bare_total})
-    rows.append({**common, "phase": "verify total", "seconds": total, "share": 1.0, "ratio": total / bare_total})
+        rows.append({"case": case, "phase": f"verify: {phase}", "seconds": med[phase], "share": med[phase] / total,
+                     "x bare": med[phase] / bare_total, "cpu s": None})
+    rows.append({"case": case, "phase": "verify total", "seconds": total, "share": 1.0, "x bare": total / bare_total,
+                 "cpu s": med_cpu["verify"]})
     for key, seconds in bare.items():
-        rows.append({**common, "phase": f"bare {key} (3 inputs, warm)", "seconds": seconds,
-                     "share": None, "ratio": seconds / bare_total})
-    rows.append({**common, "phase": "bare runs (anchor)", "seconds": bare_total, "share": None, "ratio": 1.0})
-    rows.append({**common, "phase": f"export ({how}, not part of verify)", "seconds": export_s, "share": None,
-                 "ratio": None})
-    rows.append({**common, "phase": "peak RSS MiB", "seconds": peak_rss_mb(), "share": None, "ratio": None})
+        rows.append({"case": case, "phase": f"bare {key} (warm)", "seconds": seconds, "share": None,
+                     "x bare": seconds / bare_total, "cpu s": med_cpu[key]})
+    rows.append({"case": case, "phase": "bare runs (anchor)", "seconds": bare_total, "share": None, "x bare": 1.0,
+                 "cpu s": bare_cpu})
+    rows.append({"case": case, "phase": "verify/bare in CPU seconds", "seconds": None, "share": None,
+                 "x bare": med_cpu["verify"] / bare_cpu, "cpu s": None})
+    rows.append({"case": case, "phase": f"export ({how}; not part of verify)", "seconds": export_s, "share": None,
+                 "x bare": None, "cpu s": None})
+    rows.append({"case": case, "phase": "peak RSS MiB", "seconds": peak_rss_mb(), "share": None, "x bare": None,
+                 "cpu s": None})
     return rows
