@@ -241,7 +241,9 @@ class OutputCheck:
         """Sort key: structural failures first, then by how far outside the tolerance."""
         if self.ok:
             return -1.0 if self.worst_ratio is None else min(self.worst_ratio, 1.0) - 1.0
-        if self.worst_ratio is None:
+        # structural: missing, out of place, wrong shape/dtype, runtime error (value problems are
+        # "N of M elements outside ..." and "cosine ...")
+        if self.worst_ratio is None or any(not (p[:1].isdigit() or p.startswith("cosine")) for p in self.problems):
             return math.inf
         ratio = self.worst_ratio
         if self.min_cosine is not None and self.cosine is not None and self.cosine < self.min_cosine:
