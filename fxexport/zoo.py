@@ -621,6 +621,24 @@ def _redirect_output(log_path: Path | None):
     return fh
 
 
+def _exit_with_sweep(pid: int, period: float = 2.0) -> None:
+    """End this worker when the sweep process is gone (a killed sweep must not leave exports running;
+    the forkserver between them outlives the sweep while it has children)."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(period)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(3)
+            except OSError:
+                pass
+
+    threading.Thread(target=watch, name="zoo-parent-watch", daemon=True).start()
+
+
 def run_model_task(entry: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one model through the whole pipeline; return its result row (never raises).
 
@@ -629,6 +647,8 @@ def run_model_task(entry: dict[str, Any], options: dict[str, Any] | None = None)
     default True).
     """
     options = dict(options or {})
+    if options.get("sweep_pid"):
+        _exit_with_sweep(int(options["sweep_pid"]))
     model = ZooModel.from_dict(entry)
     work = Path(options.get("work_dir") or tempfile.gettempdir()) / "zoo"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.id).strip("_")
@@ -980,6 +1000,7 @@ def _local_backend(models: list[ZooModel], options: dict[str, Any], workers: int
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    options = {**options, "sweep_pid": os.getpid()}  # workers end when the sweep is killed
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     queue = deque(models)
