@@ -491,7 +491,7 @@ class ZooTimeout(BaseException):
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float | None, log_file=None) -> Iterator[None]:
+def _deadline(seconds: float | None, log_file=None, grace: float = HARD_GRACE) -> Iterator[None]:
     """Soft limit (SIGALRM -> ZooTimeout) and hard limit (faulthandler exits the process)."""
     if not seconds or seconds <= 0:
         yield
@@ -508,7 +508,7 @@ def _deadline(seconds: float | None, log_file=None) -> Iterator[None]:
     except (ValueError, OSError):  # not the main thread (some Ray setups): hard limit only
         previous = None
     try:
-        faulthandler.dump_traceback_later(seconds + HARD_GRACE, exit=True, file=log_file or sys.stderr)
+        faulthandler.dump_traceback_later(seconds + grace, exit=True, file=log_file or sys.stderr)
     except Exception:  # noqa: BLE001
         pass
     try:
@@ -520,14 +520,14 @@ def _deadline(seconds: float | None, log_file=None) -> Iterator[None]:
             signal.signal(signal.SIGALRM, previous)
 
 
-def _extend_deadline(extra: float, base: float) -> None:
+def _extend_deadline(extra: float, base: float, grace: float = HARD_GRACE) -> None:
     """Push the soft and hard limits back by ``extra`` seconds (after the model is built)."""
     with contextlib.suppress(Exception):
         remaining = signal.getitimer(signal.ITIMER_REAL)[0]
         if remaining > 0:
             signal.setitimer(signal.ITIMER_REAL, remaining + extra)
             faulthandler.cancel_dump_traceback_later()
-            faulthandler.dump_traceback_later(remaining + extra + HARD_GRACE, exit=True)
+            faulthandler.dump_traceback_later(remaining + extra + grace, exit=True)
 
 
 class _Steps:
@@ -665,7 +665,8 @@ def run_model_task(entry: dict[str, Any], options: dict[str, Any] | None = None)
     try:
         if model.timeout:
             options["timeout"] = model.timeout
-        with _deadline(options.get("timeout", DEFAULT_TIMEOUT), log_fh):
+        with _deadline(options.get("timeout", DEFAULT_TIMEOUT), log_fh,
+                       float(options.get("hard_grace", HARD_GRACE))):
             _pipeline(model, options, result, steps, work / "artifacts" / f"{safe}-{os.getpid()}")
     except ZooTimeout:
         result["timed_out_in"] = steps.current
@@ -719,7 +720,7 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
         return
     extra = SECONDS_PER_MPARAM * steps["build"]["params_m"]
     if options.get("timeout") and extra > 0:  # big models serialize and load their weights many times
-        _extend_deadline(extra, float(options["timeout"]))
+        _extend_deadline(extra, float(options["timeout"]), float(options.get("hard_grace", HARD_GRACE)))
         result["time_limit_s"] = round(float(options["timeout"]) + extra)
 
     # -- input size: the first size the eager model runs on (0 = the model's own)
@@ -970,6 +971,13 @@ def _crash_row(model: ZooModel, why: str, work_dir: Path, elapsed: float) -> dic
         where = crumb.read_text().strip()
         crumb.unlink()
     hard_timeout = "timeout" in why
+    log = work_dir / "zoo" / "logs" / f"{safe}.log"
+    with contextlib.suppress(OSError):
+        with log.open("rb") as fh:  # faulthandler's hard limit writes "Timeout (0:01:00)!" before exiting
+            fh.seek(max(0, log.stat().st_size - 65536))
+            if re.search(rb"(?m)^Timeout \(\d+:\d\d:\d\d", fh.read()):
+                hard_timeout = True
+                why = "hard time limit reached (stuck where the soft limit cannot interrupt, e.g. in C code)"
     row = {
         "id": model.id, "spec": model.spec, "group": model.group, "family": model.family,
         "kwargs": model.kwargs, "note": model.note, "steps": {}, "total_s": round(elapsed, 3),
@@ -1102,11 +1110,15 @@ def run_sweep(
     work_dir: str | os.PathLike | None = None,
     console=None,
     stats: dict[str, Any] | None = None,
+    hard_grace: float = HARD_GRACE,
 ) -> "OrderedDict[str, dict[str, Any]]":
     """Run the sweep; append each model's row to ``results`` (JSONL) as it finishes.
 
     With ``resume`` (default) models that already have a row are skipped (failed ones too,
     unless ``retry_failed``). Returns every row of the results file, latest per model.
+    ``timeout`` is each model's soft limit (plus :data:`SECONDS_PER_MPARAM` per million
+    parameters); ``hard_grace`` seconds later a worker stuck where the soft limit cannot
+    interrupt it exits (recorded as a timeout).
     """
     results = Path(results)
     work = Path(work_dir) if work_dir else results.parent
@@ -1122,6 +1134,7 @@ def run_sweep(
         "threads": threads or 1,
         "work_dir": str(work.resolve()),
         "fixes": fixes,
+        "hard_grace": float(hard_grace),
     }
     from rich.console import Console
 
@@ -1187,7 +1200,7 @@ def _cell(rec: dict[str, Any] | None, *, label: str = "") -> str:
     if rec is None:
         return ""
     if rec.get("ok") and rec.get("verify_ok"):
-        bits = [label or "ok"]
+        bits = [label] if label else []
         if rec.get("max_abs") is not None:
             bits.append(f"err {_fmt_err(rec['max_abs'])}")
             used = rec.get("tol_used")

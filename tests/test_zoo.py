@@ -32,19 +32,20 @@ def _entry(spec: str, size: int = 0, **kw) -> zoo.ZooModel:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One sweep: the five smoke models, plus a model that hangs (3 s limit) and one that
-    crashes its worker."""
+    """One sweep: the five smoke models, plus a model that crashes its worker, one that hangs
+    (3 s limit) and one stuck where the soft limit cannot reach it (2 s + 2 s hard limit)."""
     tmp = tmp_path_factory.mktemp("zoo")
     results = tmp / "results.jsonl"
     faults = [
-        _entry(f"{HERE}:hang", id="fault:hang", timeout=3.0),
         _entry(f"{HERE}:crash", id="fault:crash"),
+        _entry(f"{HERE}:hang", id="fault:hang", timeout=3.0),
+        _entry(f"{HERE}:stuck", id="fault:stuck", timeout=2.0),
     ]
     models = faults + zoo.zoo_models("smoke")  # faults first: the crash breaks the pool while little else runs
     t0 = time.perf_counter()
     stats: dict = {}
     rows = zoo.run_sweep(models, results=results, workers=2, timeout=600, progress=False, stats=stats,
-                         fixes=True)
+                         fixes=True, hard_grace=2.0)
     return {"rows": rows, "results": results, "models": models, "wall": time.perf_counter() - t0,
             "stats": stats, "tmp": tmp}
 
@@ -84,6 +85,12 @@ def test_hang_is_a_timeout_and_the_sweep_goes_on(smoke):
     assert row["total_s"] < 25
 
 
+def test_stuck_worker_hits_the_hard_limit(smoke):
+    row = smoke["rows"]["fault:stuck"]
+    assert row["status"] == "fail" and row["category"] == "timeout"
+    assert "hard time limit" in row["failure"] and row["crashed_in"] == "input"
+
+
 def test_crash_is_recorded_and_the_sweep_goes_on(smoke):
     row = smoke["rows"]["fault:crash"]
     assert row["status"] == "fail" and row["category"] == "crash"
@@ -115,7 +122,7 @@ def test_matrix_from_smoke_results(smoke):
     data = json.loads(js.read_text())
     figures = data["summary"]["torchvision classification"]
     assert figures == {"models": 2, "ok": 2, "all_ok": 2, "ok_pct": 100.0, "categories": {}}
-    assert data["summary"]["test"]["categories"] == {"timeout": 1, "crash": 1}
+    assert data["summary"]["test"]["categories"] == {"timeout": 2, "crash": 1}
     by_id = {m["id"]: m for m in data["models"]}
     assert by_id["torchvision:resnet18"]["onnx_auto"]["verify_batches"] == [1, 3]
     assert "timeout" in text and "crash" in text
@@ -240,6 +247,14 @@ class _Crash(_Hang):
         os._exit(17)  # the worker dies without a word, like a segfault or the OOM killer
 
 
+class _Stuck(_Hang):
+    def forward(self, x):
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})  # like a long call inside C code
+        time.sleep(120)
+
+
 class _Tiny(nn.Module):
     example_input_shape = (1, 3, 16, 16)
 
@@ -259,6 +274,10 @@ def hang():
 
 def crash():
     return _Crash()
+
+
+def stuck():
+    return _Stuck()
 
 
 def tiny():
