@@ -194,3 +194,20 @@ def test_cpp_program_nested_outputs_round_trip_through_unflatten(tmp_path):
         assert max_scaled_error(r, g) <= 1e-5
     for key in ("mask", "edge"):
         assert max_scaled_error(ref["seg"][key], nested["seg"][key]) <= 1e-5
+
+
+def test_cli_cpp_example_builds_and_runs(artifacts_root, capsys):
+    from _cpp_artifacts import CACHE
+
+    from fxexport.cli import main
+
+    exe = cpp_program()
+    assert main(["cpp-example", "--cache-dir", str(CACHE / "cpp")]) == 0
+    assert capsys.readouterr().out.strip() == str(exe)
+    path, manifest = _artifact("multitask", "torchscript", artifacts_root)
+    assert main(["cpp-example", "--cache-dir", str(CACHE / "cpp"), "--run", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["binary"] == str(exe) and data["kind"] == "torchscript"
+    assert [o["name"] for o in data["outputs"]] == manifest.output_names
+    assert main(["cpp-example", "--cache-dir", str(CACHE / "cpp"), "--run", str(artifacts_root / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
