@@ -54,6 +54,7 @@ import io
 import json
 import math
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -692,7 +693,9 @@ def _load_onnx(path: Path, manifest: Manifest) -> Session:
 
 
 def _load_torchscript(path: Path, manifest: Manifest) -> Session:
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated": not the user's concern here
+        module = torch.jit.load(str(path), map_location="cpu")
     module.eval() if manifest.mode != "train" else module.train()
     names = list(getattr(module, "output_names", None) or manifest.output_names)
 
@@ -953,6 +956,9 @@ def verify(
             them off). The effective ``rtol``/``atol`` of each check is in the report.
         runtimes: run only these (``"onnxruntime"``, ``"torchscript"``, ...); default all.
         seed: seed of the random inputs.
+        weights: the weights file (``.safetensors`` or a saved state dict) to rebuild the
+            reference with when ``extractor`` is omitted; its SHA-256 must match the one
+            the manifest records.
         tolerances: per-output thresholds: ``{"feat*": Tolerance(min_cosine=0.999, rtol=1e-2)}``
             (exact names, then glob patterns), a single :class:`Tolerance` for all,
             or a dict of Tolerance fields for all.

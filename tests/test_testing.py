@@ -13,6 +13,13 @@ from fxexport.errors import VerificationError
 from fxexport.manifest import MANIFEST_KEY, Manifest, TensorSpec
 from fxexport.testing import assert_export_matches
 
+# The hand-made artifacts use torch's legacy exporter and torch.jit on purpose.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning"),
+]
+
 
 class Net(nn.Module):
     def __init__(self):

@@ -28,6 +28,13 @@ from fxexport.verify import (
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The hand-made artifacts use torch's legacy exporter and torch.jit on purpose.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning"),
+]
+
 
 # --------------------------------------------------------------------------- artifacts
 
