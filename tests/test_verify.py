@@ -11,6 +11,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+import fxexport
 from fxexport import create_feature_extractor, export_onnx, export_torchscript
 from fxexport.errors import InvalidInputError, VerificationError
 from fxexport.manifest import MANIFEST_KEY, TORCHSCRIPT_EXTRA_FILE, Manifest, TensorSpec, read_manifest
@@ -172,6 +173,7 @@ def test_good_artifacts_pass_in_both_runtimes(good, tmp_path):
     ext, onnx_path, ts_path, _ = good
     report = verify([onnx_path, ts_path], ext)
     assert report.ok, report.render()
+    assert isinstance(report, fxexport.VerifyReport) and fxexport.OutputCheck is OutputCheck
     assert [a["runtime"] for a in report.artifacts] == ["onnxruntime", "torchscript"]
     # batch is dynamic: sizes 1 and 3 (not the export's 2), cycled over 3 input sets
     assert report.inputs == [[[1, 3, 16, 16]], [[3, 3, 16, 16]], [[1, 3, 16, 16]]]
