@@ -893,9 +893,13 @@ def _rebuild_extractor(manifest: Manifest, weights: str | None):
 
 
 def _run_reference(extractor, input_sets, mode: str, manifest_names):
+    """The extractor's flat outputs on each input set, in the manifest's mode; its mode and buffers are restored."""
     was_training = getattr(extractor, "training", None)
     if hasattr(extractor, "train"):
         extractor.train(mode == "train")
+    # In train mode batch norm updates its running statistics: put them back afterwards.
+    saved = ([(b, b.detach().clone()) for b in extractor.buffers()]
+             if mode == "train" and isinstance(extractor, torch.nn.Module) else [])
     try:
         refs = []
         with torch.inference_mode():
@@ -903,6 +907,9 @@ def _run_reference(extractor, input_sets, mode: str, manifest_names):
                 refs.append(_flatten_reference(extractor(*inputs), manifest_names))
         return refs
     finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
         if was_training is not None:
             extractor.train(was_training)
 

@@ -557,3 +557,28 @@ def test_reference_rebuilt_from_manifest(tmp_path):
     with torch.no_grad():
         model.cls_head.fc.weight.mul_(1.01)
     assert not verify(path, create_feature_extractor(model, nodes), n_inputs=1).ok
+
+
+def test_train_mode_export_leaves_the_extractor_as_it_was(tmp_path):
+    """A train-mode artifact is compared in train mode; the extractor's mode and BN statistics are restored."""
+
+    class BNNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn = nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    ext = create_feature_extractor(BNNet(), {"bn": "feat", "fc": "logits"}).train()
+    path = tmp_path / "train.onnx"
+    assert export_onnx(ext, (torch.randn(2, 3, 8, 8),), path, dynamic=("batch",), exporter="torchscript").mode == "train"
+    ext.eval()
+    before = {k: v.clone() for k, v in ext.state_dict().items()}
+    report = verify(path, ext, sizes={"batch": [2, 4]})  # batch statistics need batch > 1
+    assert report.ok, report.render()
+    assert not ext.training
+    assert all(torch.equal(before[k], v) for k, v in ext.state_dict().items())
