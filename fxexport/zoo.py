@@ -419,7 +419,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
                     r"symbolically traced variables cannot be used as inputs to control flow"),
     ("dynamic shape", r"Invalid ranges|[Cc]onstraints? violated|guard|specializ|dynamic dim|"
                       r"[Dd]ynamic shape|symbolic|SymInt|not (truly )?dynamic|fixed (batch|size)|Dim\(|"
-                      r"batch.*(baked|static)|static.*batch|shape mismatch at|dynamic_shapes"),
+                      r"batch.*(baked|static)|static.*batch|shape mismatch at|dynamic_shapes|"
+                      r"\*s\d+\b|\bs\d+\*|Cannot view a tensor with shape"),
     ("unsupported op", r"[Uu]nsupported|not supported|No decomposition|not implemented|NotImplemented|"
                        r"Exporting the operator|could not find an implementation|no symbolic|"
                        r"aten::\w+.* not|is not a registered|UnsupportedOperator|missing.*(op|kernel)"),
@@ -932,6 +933,14 @@ def _default_fix(result: dict[str, Any]) -> str | None:
 
 
 # ============================================================================ results
+
+
+def recategorize(row: dict[str, Any]) -> dict[str, Any]:
+    """Recompute the categories of a stored row from its error lines (after the rules improve)."""
+    for name, rec in row.get("steps", {}).items():
+        if rec.get("ok") is False and rec.get("error") and rec.get("category") not in ("timeout", "crash"):
+            rec["category"] = categorize(name, rec["error"])
+    return summarize(row)
 
 
 def read_results(path: str | os.PathLike) -> "OrderedDict[str, dict[str, Any]]":
@@ -1461,7 +1470,7 @@ def main_from_args(args) -> int:
     t0 = time.perf_counter()
     ran: dict[str, Any] = {}
     if args.matrix_only:
-        rows = read_results(args.results)
+        rows = OrderedDict((k, recategorize(v)) for k, v in read_results(args.results).items())
     else:
         rows = run_sweep(run_order(models), results=args.results, backend=args.backend, workers=args.workers,
                          timeout=args.timeout, threads=args.threads, resume=not args.fresh,
