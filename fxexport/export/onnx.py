@@ -149,10 +149,10 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
             staged = scratch / target.name
             onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=target.name + ".data")
-            del model
             checked: Any = str(staged)
         else:
-            checked = model
+            checked = model.SerializeToString()  # once: checked, run and written as these bytes
+        del model
         try:
             onnx.checker.check_model(checked)
         except Exception as err:  # noqa: BLE001
@@ -163,7 +163,7 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
             os.replace(staged, target)
         else:
             with atomic_path(target) as tmp:
-                tmp.write_bytes(checked.SerializeToString())
+                tmp.write_bytes(checked)
     return manifest
 
 
@@ -384,8 +384,11 @@ def _session(model_or_path):
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path.SerializeToString()
-    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    if isinstance(model_or_path, os.PathLike):
+        model_or_path = str(model_or_path)
+    elif not isinstance(model_or_path, (str, bytes)):
+        model_or_path = model_or_path.SerializeToString()
+    return ort.InferenceSession(model_or_path, opts, providers=["CPUExecutionProvider"])
 
 
 def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
