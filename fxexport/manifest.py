@@ -209,16 +209,23 @@ def _read_onnx_manifest(path) -> str | None:
 
 
 def _read_torchscript_manifest(path) -> str | None:
-    import torch
+    """Read the extra file straight from the archive (a zip): no need to load the module."""
+    import zipfile
 
     from fxexport.errors import VerificationError
 
-    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    suffix = "/extra/" + TORCHSCRIPT_EXTRA_FILE
     try:
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as err:  # noqa: BLE001
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if not any(n.endswith("/data.pkl") or n.endswith("/constants.pkl") for n in names):
+                raise VerificationError(f"artifact '{path}' is a zip file but not a TorchScript archive")
+            for name in names:
+                if name.endswith(suffix) and name.count("/") == suffix.count("/"):
+                    return zf.read(name).decode("utf-8") or None
+    except zipfile.BadZipFile as err:
         raise VerificationError(f"artifact '{path}' is not a readable TorchScript archive: {err}") from err
-    return extra[TORCHSCRIPT_EXTRA_FILE] or None
+    return None
 
 
 def _read_aoti_manifest(path) -> str | None:

@@ -29,3 +29,19 @@ def test_failure_leaves_no_file_and_keeps_the_old_one(tmp_path):
             raise RuntimeError("exporter crashed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_torchscript_manifest_is_read_without_loading_the_module(tmp_path, monkeypatch):
+    import torch
+
+    from fxexport.manifest import Manifest, TensorSpec, read_manifest
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    manifest = Manifest(format="torchscript", inputs=[TensorSpec("x", [1, 2])], outputs=[TensorSpec("y", [1, 2])])
+    path = tmp_path / "double.pt"
+    torch.jit.save(torch.jit.script(Double()), str(path), _extra_files={"fxexport/manifest.json": manifest.to_json()})
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("read_manifest loaded the module"))
+    assert read_manifest(str(path)) == manifest
