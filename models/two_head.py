@@ -6,6 +6,11 @@ nodes, and their outputs are a tuple (``det``: class logits and boxes) and a dic
 ``det.1``, ``seg.mask``, ``seg.edge`` beside the plain tensor ``features``.
 Small and CPU-fast (64x64 input).
 
+Command line:
+    fxexport export models/two_head.py:build --leaf-module DetHead --leaf-module SegHead \\
+        --node backbone.2=features --node det_head=det --node seg_head=seg \\
+        --dynamic batch --onnx two_head.onnx --torchscript two_head.pt --verify
+
 Usage:
     >>> import torch
     >>> from fxexport import create_feature_extractor
