@@ -137,7 +137,9 @@ def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool
             compiler's first errors).
     """
     binary = cached_binary_path(cache_dir)
-    if binary.exists() and os.access(binary, os.X_OK) and not force:
+    if binary.exists() and not force:  # renamed into place whole, so complete
+        if not os.access(binary, os.X_OK):
+            os.chmod(binary, os.stat(binary).st_mode | 0o111)
         return binary
     sources = [source_dir() / s for s in SOURCES]
     binary.parent.mkdir(parents=True, exist_ok=True)
@@ -151,9 +153,10 @@ def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool
             errors = [line for line in proc.stderr.splitlines() if "error" in line][:5] or proc.stderr.splitlines()[-5:]
             raise FxExportError(f"building {PROGRAM} failed ({' '.join(cmd[:1])} exit {proc.returncode}): "
                                 + " | ".join(errors))
-        os.chmod(tmp, 0o755)
-        if verbose:
-            print(f"fxexport: built {binary} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    # atomic_path gives the file the umask's plain-file mode on rename: make it executable after.
+    os.chmod(binary, os.stat(binary).st_mode | 0o111)
+    if verbose:
+        print(f"fxexport: built {binary} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return binary
 
 

@@ -130,7 +130,7 @@ def test_cpp_program_errors_are_one_line_with_exit_codes(artifacts_root, tmp_pat
 
 
 def test_cpp_program_refuses_a_package_built_for_missing_cpu_features(artifacts_root, tmp_path):
-    path, _ = _artifact("multitask", "aoti", artifacts_root)
+    path, manifest = _artifact("multitask", "aoti", artifacts_root)
     x = tmp_path / "x.npy"
     np.save(x, example(1).numpy())
     # Pretend this CPU has only SSE (FXEXPORT_CPU_FLAGS replaces /proc/cpuinfo's flags).
@@ -139,7 +139,7 @@ def test_cpp_program_refuses_a_package_built_for_missing_cpu_features(artifacts_
 
     isa = pick_vec_isa()
     proc = subprocess.run([str(cpp_program()), str(path), str(x)], capture_output=True, text=True, env=env, timeout=300)
-    if not str(isa):  # the package uses no vector ISA: nothing to refuse
+    if not str(isa) and not manifest.extra["cpu"]["flags"]:  # nothing recorded to refuse
         assert proc.returncode == 0, proc.stderr
         return
     assert proc.returncode == 3, proc.stderr
@@ -157,6 +157,9 @@ def test_build_is_cached_and_keyed_on_sources(tmp_path, monkeypatch):
 
     assert build_cpp_example(exe.parent) == exe
     assert time.perf_counter() - start < 30  # no compile: hashing and a stat
+    assert exe.stat().st_mtime_ns == mtime
+    exe.chmod(0o644)  # a cached binary that lost its exec bit is fixed, not rebuilt
+    assert build_cpp_example(exe.parent) == exe and os.access(exe, os.X_OK)
     assert exe.stat().st_mtime_ns == mtime
     # A changed source (or compiler / torch) gives another cache entry.
     import fxexport.cpp as cpp

@@ -7,7 +7,14 @@ import zipfile
 
 import pytest
 import torch
-from _cpp_artifacts import aoti_package, example, max_scaled_error, multitask_extractor, resnet18_extractor
+from _cpp_artifacts import (
+    aoti_package,
+    example,
+    export_multitask_aoti,
+    max_scaled_error,
+    multitask_extractor,
+    resnet18_extractor,
+)
 from torch import nn
 
 from fxexport import read_manifest
@@ -76,6 +83,13 @@ def test_verify_checks_pt2_against_the_rebuilt_extractor(artifacts_root):
     assert {c.name for c in report.checks} == set(manifest.output_names)
 
 
+def test_reexport_is_byte_identical(artifacts_root):
+    path, manifest = aoti_package("multitask", artifacts_root)
+    first = path.read_bytes()
+    assert export_multitask_aoti(path) == manifest
+    assert path.read_bytes() == first
+
+
 class _Tiny(nn.Module):
     def __init__(self):
         super().__init__()
@@ -134,9 +148,10 @@ def test_loading_refuses_a_package_for_missing_cpu_features(artifacts_root, monk
     import fxexport.export.aoti as aoti
 
     path, manifest = aoti_package("multitask", artifacts_root)
-    cpu = dict(manifest.extra["cpu"], inductor_isa="AVX512 AVX512_VNNI")
+    cpu = dict(manifest.extra["cpu"], inductor_isa="AVX512 AVX512_VNNI", flags=["avx2", "fma", "vaes"])
     monkeypatch.setattr(aoti, "_machine_flags", lambda: {"fpu", "sse", "sse2", "avx", "avx2", "fma"})
-    assert missing_cpu_features(cpu) == ["avx512_vnni", "avx512bw", "avx512dq", "avx512f", "avx512vl"]
+    # The ISA's flags and (-march=native) every flag the building machine had.
+    assert missing_cpu_features(cpu) == ["avx512_vnni", "avx512bw", "avx512dq", "avx512f", "avx512vl", "vaes"]
     assert missing_cpu_features(dict(cpu, machine="aarch64")) == ["machine=aarch64"]
     if missing_cpu_features(manifest.extra["cpu"]):
         with pytest.raises(VerificationError, match="this machine lacks .* export it again on this machine"):

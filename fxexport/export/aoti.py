@@ -51,10 +51,14 @@ from fxexport.manifest import MANIFEST_KEY, Manifest
 
 __all__ = ["export_aoti", "cpu_features", "load_aoti", "missing_cpu_features"]
 
-# CPU flags (from /proc/cpuinfo) that decide which kernels Inductor may emit.
+# Instruction-set flags (from /proc/cpuinfo) the compiled code may use. Inductor compiles the
+# package's kernels with -march=native, so the compiler may emit any of the building CPU's
+# extensions: a machine running the package needs every one of these the builder had.
 _RELEVANT_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
+    "sse3", "ssse3", "sse4_1", "sse4_2", "popcnt", "movbe", "bmi1", "bmi2", "adx", "avx", "avx2", "fma", "f16c",
+    "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512ifma", "avx512vbmi", "avx512_vbmi2",
+    "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_bf16", "avx512_fp16", "avx_vnni", "gfni", "vaes",
+    "vpclmulqdq", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2",
 )
 #: /proc/cpuinfo flags that each word of Inductor's vector ISA (``AOTI_CPU_ISA``, e.g.
 #: "AVX512 AVX512_VNNI") needs; a package's kernels use these instructions.
@@ -142,7 +146,7 @@ def _export_aoti(extractor, example_inputs, path: Path, dynamic, model_info, inp
                 )
         except Exception as err:  # noqa: BLE001 - any compile failure is an ExportError
             raise ExportError(f"AOTInductor could not compile the extractor for '{path}': {_first_line(err)}") from err
-        os.replace(staged, tmp)
+        _normalize_package(staged, tmp)
         _check_package(tmp, path, p)
     return manifest
 
@@ -181,9 +185,11 @@ def load_aoti(path: str | os.PathLike):
 def missing_cpu_features(cpu: Mapping[str, Any]) -> list[str]:
     """What this machine lacks of what a package was compiled for (``manifest.extra["cpu"]``).
 
-    Returns the missing /proc/cpuinfo flags (or ``"machine=aarch64"`` for another
-    architecture); ``[]`` when it has them all, or when nothing is recorded or
-    this machine's flags cannot be read.
+    The package needs the flags of its vector ISA (``inductor_isa``) and, since
+    Inductor compiles with ``-march=native``, every instruction-set flag the
+    building machine had (``flags``). Returns the missing /proc/cpuinfo flags (or
+    ``"machine=aarch64"`` for another architecture); ``[]`` when it has them all,
+    or when nothing is recorded or this machine's flags cannot be read.
 
     Example:
         >>> missing_cpu_features({})
@@ -198,6 +204,7 @@ def missing_cpu_features(cpu: Mapping[str, Any]) -> list[str]:
     if have is None:
         return []
     need = [f for word in str(cpu.get("inductor_isa") or "").upper().split() for f in ISA_FLAGS.get(word, ())]
+    need += [str(f) for f in cpu.get("flags") or ()]
     return sorted({f for f in need if f not in have})
 
 
@@ -287,6 +294,38 @@ def _export_program(flat: nn.Module, p: Plan):
             "(e.g. a reshape to a constant size); export without them in dynamic"
         )
     return program
+
+
+def _normalize_package(src: Path, dst: Path) -> None:
+    """Copy the package zip to ``dst`` without what changes from one compile to the next.
+
+    Inductor appends the compile commands (cache paths) to the generated C++ sources
+    it packs for reference, and the archive writer stores a random serialization id;
+    the compiled library itself is deterministic. Without those two, exporting the
+    same extractor again on the same machine gives a byte-identical file.
+    """
+    import hashlib
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin:
+        infos = zin.infolist()
+
+        def content(info: zipfile.ZipInfo) -> bytes:
+            data = zin.read(info)
+            if info.filename.endswith(".cpp"):
+                data = re.sub(rb"\n// Compile cmd\n.*\Z", b"\n", data, flags=re.S)
+            return data
+
+        digest = hashlib.sha256()
+        for info in infos:
+            if not info.filename.endswith("/.data/serialization_id"):
+                digest.update(info.filename.encode() + b"\0" + content(info))
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+            for info in infos:
+                data = content(info)
+                if info.filename.endswith("/.data/serialization_id"):
+                    data = str(int(digest.hexdigest()[:32], 16)).encode()
+                zout.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 def _check_package(tmp: Path, path: Path, p: Plan) -> None:

@@ -429,10 +429,12 @@ struct TorchScriptArtifact : Artifact {
 };
 
 // An AOTInductor package's kernels use the vector instructions of the machine that compiled it
-// (metadata AOTI_CPU_ISA, e.g. "AVX512 AVX512_VNNI"); on a CPU without them they crash with an
-// illegal instruction. Returns the /proc/cpuinfo flags this machine lacks ("" when fine or
-// unknown). FXEXPORT_CPU_FLAGS, when set, replaces /proc/cpuinfo's flags (for tests).
-std::string missing_cpu_flags(const std::string& isa) {
+// (metadata AOTI_CPU_ISA, e.g. "AVX512 AVX512_VNNI"), and Inductor compiles with -march=native,
+// so any extension that machine had (recorded by fxexport in the manifest's extra.cpu.flags);
+// on a CPU without them the code crashes with an illegal instruction. Returns the
+// /proc/cpuinfo flags this machine lacks ("" when fine or unknown). FXEXPORT_CPU_FLAGS, when
+// set, replaces /proc/cpuinfo's flags (for tests).
+std::string missing_cpu_flags(const std::string& isa, const std::vector<std::string>& recorded) {
   static const std::map<std::string, std::vector<std::string>> needs = {
       {"AVX2", {"avx2", "fma"}},
       {"AVX512", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}},
@@ -463,6 +465,8 @@ std::string missing_cpu_flags(const std::string& isa) {
   std::stringstream fs(flags_line);
   for (std::string f; fs >> f;) have.insert(f);
   std::set<std::string> missing;
+  for (const auto& f : recorded)
+    if (!have.count(f)) missing.insert(f);
   std::stringstream ws(isa);
   for (std::string word; ws >> word;) {
     for (auto& c : word) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -483,10 +487,20 @@ struct AotiArtifact : Artifact {
     if (check_cpu) {
       // Read the metadata without loading the compiled code, which could crash on this CPU.
       auto meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model");
-      auto isa = meta.find("AOTI_CPU_ISA");
-      std::string missing = isa == meta.end() ? "" : missing_cpu_flags(isa->second);
+      std::string isa = meta.count("AOTI_CPU_ISA") ? meta["AOTI_CPU_ISA"] : "";
+      std::vector<std::string> recorded;
+      if (meta.count("fxexport")) {
+        Json manifest = JsonParser(meta["fxexport"]).parse();
+        const Json* extra = manifest.get("extra");
+        const Json* cpu = extra ? extra->get("cpu") : nullptr;
+        const Json* flags = cpu ? cpu->get("flags") : nullptr;
+        if (flags)
+          for (const auto& f : flags->array) recorded.push_back(f.string);
+      }
+      std::string missing = missing_cpu_flags(isa, recorded);
       if (!missing.empty())
-        throw std::runtime_error("the package was compiled for " + isa->second + " but this CPU lacks " + missing +
+        throw std::runtime_error("the package was compiled for " + (isa.empty() ? std::string("another CPU") : isa) +
+                                 " but this CPU lacks " + missing +
                                  "; export it again on this machine (or pass --no-cpu-check)");
     }
     loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path);
