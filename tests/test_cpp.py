@@ -7,9 +7,11 @@ another size than the export example and writes every output to .npy; each is
 compared by name with the eager extractor: max abs error <= 1e-5 (TorchScript)
 or 1e-4 (AOTInductor) times max(1, max|ref|).
 
-Measured on the 2-core dev machine: the program builds in ~30 s of CPU (~60 s
-wall when shared), each AOTInductor compile takes 20-40 s; both are under the
-2-minute line, so these run in `make test`.
+Measured on the 2-core dev machine: the program builds in ~31-35 s of CPU
+(55-85 s wall while other work shares the cores; it is built in the background
+during the first AOTInductor compile), and each AOTInductor compile takes
+20-50 s; both are under the 2-minute line, so these run in `make test`. With a
+warm build cache this file and test_export_aoti.py take about 2 minutes.
 """
 
 from __future__ import annotations
