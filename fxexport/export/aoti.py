@@ -151,8 +151,12 @@ def _export_aoti(extractor, example_inputs, path: Path, dynamic, model_info, inp
     return manifest
 
 
-def load_aoti(path: str | os.PathLike):
+def load_aoti(path: str | os.PathLike, *, check_cpu: bool = True):
     """Load a ``.pt2`` package in Python; calling it returns the flat outputs (a list in manifest order).
+
+    With ``check_cpu`` (the default), a package whose recorded CPU features this
+    machine lacks (see :func:`missing_cpu_features`) is refused before its code is
+    loaded, instead of crashing the process with an illegal instruction.
 
     Raises:
         VerificationError: the package cannot be loaded (e.g. built for other CPU
@@ -167,13 +171,13 @@ def load_aoti(path: str | os.PathLike):
         if not Path(path).exists():
             raise
         cpu = {}  # not written by fxexport: nothing recorded to check
-    missing = missing_cpu_features(cpu)
+    missing = missing_cpu_features(cpu) if check_cpu else []
     if missing:
         raise VerificationError(
             f"AOTInductor package '{path}' was compiled for {cpu.get('machine')} with "
             f"{cpu.get('inductor_isa')} ({cpu.get('model_name') or 'unknown CPU'}); this machine lacks "
             f"{', '.join(missing)}, so its kernels would crash here: export it again on this machine "
-            "(or use the TorchScript/ONNX artifact)"
+            "(or use the TorchScript/ONNX artifact; check_cpu=False skips this check)"
         )
     try:
         with _quiet_logger("torch.utils.cpp_extension"):
