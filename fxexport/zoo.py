@@ -390,6 +390,9 @@ def choose_nodes(model, infos, train_names: Sequence[str], eval_names: Sequence[
     notes: list[str] = []
     prefixes = timm_feature_modules(model)
     source = "feature_info" if prefixes else "stages"
+    if prefixes and not any(_resolve(p, eval_names) for p in prefixes):
+        notes.append(f"feature_info modules {prefixes[:3]}... name no module of the graph: using the stages")
+        prefixes, source = [], "stages"
     if not prefixes:
         prefixes = stage_prefixes(model)
     stages: list[str] = []
@@ -405,7 +408,7 @@ def choose_nodes(model, infos, train_names: Sequence[str], eval_names: Sequence[
             stages.append(node)
     stages = _thin(stages, shapes)
     pool = [i.name for i in infos
-            if i.kind != "placeholder" and i.kind != "output" and i.name in both
+            if i.kind not in ("placeholder", "output", "get_attr") and i.name in both
             and _is_tensor_shape(i.shape) and i.name not in stages]
     pick = random.Random(zlib.crc32(seed_text.encode())).choice(pool) if pool else None
     return stages, pick, notes
@@ -421,7 +424,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
                       r"[Dd]ynamic shape|symbolic|SymInt|not (truly )?dynamic|fixed (batch|size)|Dim\(|"
                       r"batch.*(baked|static)|static.*batch|shape mismatch at|dynamic_shapes|"
                       r"\*s\d+\b|\bs\d+\*|Cannot view a tensor with shape"),
-    ("unsupported op", r"[Uu]nsupported|not supported|No decomposition|not implemented|NotImplemented|"
+    ("unsupported op", r"[Uu]nsupported|not supported|only \S+ .{0,60}\b(is|are) supported|No decomposition|not implemented|NotImplemented|"
                        r"Exporting the operator|could not find an implementation|no symbolic|"
                        r"aten::\w+.* not|is not a registered|UnsupportedOperator|missing.*(op|kernel)"),
 )
@@ -752,48 +755,76 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
     # -- trace (node names, both modes), with leaf_modules fixes
     leaf_names: list[str] = []
     leaves: list[type] = []
-    for attempt in range(4):
-        with step("trace") as rec:
-            train_names, eval_names = get_graph_node_names(model, suppress_diff_warning=True,
-                                                           leaf_modules=leaves or None)
-            rec["nodes_train"], rec["nodes_eval"] = len(train_names), len(eval_names)
-        if steps["trace"]["ok"] or not fixes:
-            break
-        leaf = _leaf_from_error(str(steps["trace"].get("_exc") or steps["trace"].get("error", "")))
-        if not leaf or leaf in leaf_names:
-            break
-        try:
-            leaves = resolve_leaf_modules(model, leaf_names + [leaf])
-        except Exception:  # noqa: BLE001
-            break
-        first_failure = result.setdefault("trace_failure", steps["trace"].get("error"))
-        del first_failure
-        leaf_names.append(leaf)
+    concrete: dict[str, Any] | None = None
+
+    def trace_step():
+        nonlocal leaves
+        for _ in range(4):
+            with step("trace") as rec:
+                names = get_graph_node_names(model, suppress_diff_warning=True, leaf_modules=leaves or None,
+                                             concrete_args=concrete)
+                rec["nodes_train"], rec["nodes_eval"] = len(names[0]), len(names[1])
+            if steps["trace"]["ok"]:
+                return names
+            if not fixes:
+                return None
+            leaf = _leaf_from_error(str(steps["trace"].get("_exc") or steps["trace"].get("error", "")))
+            if not leaf or leaf in leaf_names:
+                return None
+            try:
+                leaves = resolve_leaf_modules(model, leaf_names + [leaf])
+            except Exception:  # noqa: BLE001
+                return None
+            result.setdefault("trace_failure", steps["trace"].get("error"))
+            leaf_names.append(leaf)
+        return None
+
+    def nodes_step(names):
+        with step("nodes") as rec:
+            infos = describe_nodes(model, x[:1], mode="eval", leaf_modules=leaves or None, concrete_args=concrete)
+            stages, pick, notes = choose_nodes(model, infos, names[0], names[1], model_entry.id)
+            chosen = list(stages) + ([pick] if pick else [])
+            if not chosen:
+                raise RuntimeError("no tensor-valued node found in both the train and eval graphs")
+            rec.update(stages=stages, random=pick)
+            if notes:
+                rec["notes"] = notes[:5]
+            return chosen
+        return None
+
+    names = trace_step()
     if leaf_names:
         steps["trace"]["leaf_modules"] = leaf_names
         if steps["trace"]["ok"]:
             result.setdefault("fixes", []).append(f"leaf_modules=[{', '.join(leaf_names)}]")
-    if not steps["trace"]["ok"]:
+    if names is None:
+        return
+
+    # -- nodes: each stage's output + one random tensor-valued node (runs the traced graph once)
+    nodes = nodes_step(names)
+    optional = _optional_forward_args(model)
+    if nodes is None and fixes and optional:
+        # FX traces `if mask is not None:` with a Proxy for mask, i.e. the branch for a given mask;
+        # fixing the optional arguments to their defaults traces the path a plain call takes.
+        first = steps["nodes"].get("error")
+        concrete = optional
+        names = trace_step()
+        nodes = nodes_step(names) if names is not None else None
+        if nodes is not None:
+            steps["nodes"]["first_error"] = first
+            result.setdefault("fixes", []).append(
+                "concrete_args={" + ", ".join(f"'{k}': {v!r}" for k, v in optional.items()) + "}")
+    if nodes is None:
+        rec = steps["nodes"]
+        if "running" in str(rec.get("error", "")):  # the traced graph does not run: the trace is wrong
+            rec["category"] = "untraceable"
         return
     info = model_info(model_entry.spec, kwargs=model_entry.kwargs, seed=0, leaf_modules=leaf_names or None)
-
-    # -- nodes: each stage's output + one random tensor-valued node
-    with step("nodes") as rec:
-        infos = describe_nodes(model, x[:1], mode="eval", leaf_modules=leaves or None)
-        stages, pick, notes = choose_nodes(model, infos, train_names, eval_names, model_entry.id)
-        nodes = list(stages) + ([pick] if pick else [])
-        if not nodes:
-            raise RuntimeError("no tensor-valued node found in both the train and eval graphs")
-        rec.update(stages=stages, random=pick)
-        if notes:
-            rec["notes"] = notes[:5]
-    if not steps["nodes"]["ok"]:
-        return
 
     # -- extractor (+ one eager run)
     with step("extractor") as rec:
         extractor = create_feature_extractor(model, {n: n for n in nodes}, suppress_diff_warning=True,
-                                             leaf_modules=leaves or None).eval()
+                                             leaf_modules=leaves or None, concrete_args=concrete).eval()
         with torch.no_grad():
             out = extractor(x)
         rec["outputs"] = len(out)
@@ -850,6 +881,22 @@ def _pipeline(model_entry: ZooModel, options: dict[str, Any], result: dict[str, 
                         "export with a static batch (dynamic=None; no --dynamic) at the batch you run")
     finally:
         shutil.rmtree(art_dir, ignore_errors=True)
+
+
+def _optional_forward_args(model) -> dict[str, Any]:
+    """Keyword arguments of ``model.forward`` after the first, with a default of None/bool."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for p in params[1:]:
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty and (
+                p.default is None or isinstance(p.default, bool)):
+            out[p.name] = p.default
+    return out
 
 
 def _onnx_ok(rec: dict[str, Any]) -> bool:
@@ -1120,6 +1167,7 @@ def run_sweep(
     console=None,
     stats: dict[str, Any] | None = None,
     hard_grace: float = HARD_GRACE,
+    rerun: bool = False,
 ) -> "OrderedDict[str, dict[str, Any]]":
     """Run the sweep; append each model's row to ``results`` (JSONL) as it finishes.
 
@@ -1134,7 +1182,7 @@ def run_sweep(
     done_rows = read_results(results) if resume else OrderedDict()
     if not resume and results.exists():
         results.unlink()
-    todo = [m for m in models if m.id not in done_rows
+    todo = [m for m in models if rerun or m.id not in done_rows
             or (retry_failed and done_rows[m.id].get("status") != "ok")]
     options = {
         "timeout": float(timeout),
@@ -1417,6 +1465,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=RESULTS_FILE, help=f"JSONL file of results (default {RESULTS_FILE})")
     p.add_argument("--fresh", action="store_true", help="start over instead of skipping models already done")
     p.add_argument("--retry-failed", action="store_true", help="re-run models whose last result failed")
+    p.add_argument("--rerun", action="store_true", help="re-run the selected models even if they have a result")
     p.add_argument("--no-fixes", action="store_true", help="do not try fixes (leaf modules, other exporter)")
     p.add_argument("--matrix", default=MATRIX_FILE, help=f"Markdown matrix to write (default {MATRIX_FILE})")
     p.add_argument("--json-out", default=MATRIX_JSON, help=f"JSON behind the matrix (default {MATRIX_JSON})")
@@ -1475,7 +1524,7 @@ def main_from_args(args) -> int:
         rows = run_sweep(run_order(models), results=args.results, backend=args.backend, workers=args.workers,
                          timeout=args.timeout, threads=args.threads, resume=not args.fresh,
                          retry_failed=args.retry_failed, fixes=not args.no_fixes, progress=not args.no_progress,
-                         ray_address=args.ray_address, stats=ran)
+                         ray_address=args.ray_address, stats=ran, rerun=args.rerun)
     wall = time.perf_counter() - t0
     if not args.no_matrix:
         ids = [m.id for m in models]
