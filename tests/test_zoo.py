@@ -196,6 +196,15 @@ def test_node_choice_uses_timm_feature_info():
     assert all(s == m or s.startswith(m + ".") for s, m in zip(stages, modules))
 
 
+def test_optional_forward_argument_gets_the_concrete_args_fix(tmp_path):
+    """FX traces `if mask is not None:` with a Proxy for mask; the task finds concrete_args."""
+    entry = _entry(f"{HERE}:masked", id="masked", group="test").to_dict()
+    row = zoo.run_model_task(entry, {"work_dir": str(tmp_path), "redirect": False, "timeout": 300})
+    assert row["status"] == "ok", row.get("failure")
+    assert "concrete_args={'mask': None}" in row["fix"]
+    assert "NoneType" in row["steps"]["nodes"]["first_error"]
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -266,6 +275,18 @@ class _Tiny(nn.Module):
 
     def forward(self, x):
         return self.head(self.stage(self.stem(x)).mean(dim=(2, 3)))
+
+
+class _Masked(_Tiny):
+    def forward(self, x, mask=None):
+        y = self.stage(self.stem(x))
+        if mask is not None:
+            y = y * mask.view(-1, 1, 8, 8)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def masked():
+    return _Masked()
 
 
 def hang():
