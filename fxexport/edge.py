@@ -68,7 +68,7 @@ import numpy as np
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.manifest import MANIFEST_KEY, Manifest, TensorSpec, read_manifest
+from fxexport.manifest import Manifest, TensorSpec, read_manifest, set_onnx_manifest
 
 __all__ = [
     "optimize",
@@ -441,7 +441,7 @@ def optimize(
                 import onnx
 
                 stamped = onnx.load(str(src))
-                _set_manifest(stamped, manifest)
+                set_onnx_manifest(stamped, manifest)
                 paths["fp32"] = Path(work) / src.name
                 onnx.save(stamped, str(paths["fp32"]))
             _verify_variants(report, manifest, extractor, weights, input_sets, paths)
@@ -531,13 +531,6 @@ def _variant_manifest(source: Manifest, fmt: str, edge: dict[str, Any]) -> Manif
     return replace(source, format=fmt, extra=extra, versions=versions)
 
 
-def _set_manifest(model, manifest: Manifest) -> None:
-    props = model.metadata_props
-    keep = [(p.key, p.value) for p in props if p.key != MANIFEST_KEY]
-    del props[:]
-    for k, v in keep + [(MANIFEST_KEY, manifest.to_json())]:
-        entry = props.add()
-        entry.key, entry.value = k, v
 
 
 def _save_onnx(model, path: Path, manifest: Manifest, what: str) -> None:
@@ -547,7 +540,7 @@ def _save_onnx(model, path: Path, manifest: Manifest, what: str) -> None:
     got = [o.name for o in model.graph.output]
     if manifest.output_names and got != manifest.output_names:
         raise ExportError(f"the {what} variant's outputs are {got}, expected {manifest.output_names}")
-    _set_manifest(model, manifest)
+    set_onnx_manifest(model, manifest)
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
 
@@ -701,7 +694,7 @@ def _write_ort_format(onnx_path: Path, path: Path, manifest: Manifest) -> None:
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as work:
         stamped = Path(work) / "stamped.onnx"
         model = onnx.load(str(onnx_path))
-        _set_manifest(model, manifest)
+        set_onnx_manifest(model, manifest)
         onnx.save(model, str(stamped))
         with atomic_path(path) as tmp:
             opts = _ort_options("extended")

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import difflib
 import itertools
 import types

@@ -150,6 +150,26 @@ def current_versions() -> dict[str, str]:
     return versions
 
 
+def set_onnx_manifest(model: Any, manifest: Manifest) -> None:
+    """Store ``manifest`` in an ``onnx.ModelProto``'s ``metadata_props`` (key ``fxexport``), in place.
+
+    Other metadata entries are kept, in order; an older fxexport entry is replaced.
+
+    Example:
+        >>> import onnx
+        >>> model = onnx.ModelProto()
+        >>> set_onnx_manifest(model, Manifest(format="onnx", inputs=[], outputs=[]))
+        >>> [p.key for p in model.metadata_props]
+        ['fxexport']
+    """
+    props = model.metadata_props
+    keep = [(p.key, p.value) for p in props if p.key != MANIFEST_KEY]
+    del props[:]
+    for key, value in keep + [(MANIFEST_KEY, manifest.to_json())]:
+        entry = props.add()
+        entry.key, entry.value = key, value
+
+
 def read_manifest(path: str) -> Manifest:
     """Read the manifest stored in an artifact written by fxexport.
 

@@ -48,7 +48,6 @@ import sys
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
-import torch
 from torch import fx, nn
 
 __all__ = ["LeafModuleAwareTracer", "NodePathTracer", "default_tracer_kwargs"]

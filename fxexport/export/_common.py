@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -188,6 +188,21 @@ class Plan:
         """(inputs, eager flat outputs) pairs the artifact must reproduce: the user's example
         and, when some dims are dynamic, a second size."""
         return [(self.inputs, self.flat)] + [(i, o) for i, o in self.probes]
+
+    def check_artifact(self, what: str, run: Callable[[tuple[torch.Tensor, ...]], Any]) -> None:
+        """Run a freshly written artifact (``run(inputs) -> outputs``) at every probe size and
+        compare it with the eager extractor; ``what`` names it in errors
+        (``"the AOTInductor package for 'x.pt2'"``)."""
+        for inputs, expected in self.probe_sizes():
+            try:
+                with torch.no_grad():
+                    got = run(inputs)
+            except Exception as err:  # noqa: BLE001 - report what the runtime said
+                raise ExportError(
+                    f"{what} fails on inputs of shape {[tuple(t.shape) for t in inputs]}: {_first_line(err)}"
+                ) from err
+            got = [got] if isinstance(got, torch.Tensor) else list(got)
+            compare_outputs(what, self.spec.names, expected, got, check_values=True)
 
 
 def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: Sequence[str] | None) -> Plan:

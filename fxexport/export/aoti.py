@@ -45,7 +45,7 @@ from torch import nn
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError
-from fxexport.export._common import Plan, compare_outputs, make_manifest, plan, preserved_state, quiet
+from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet
 from fxexport.flatten import FlatOutputs
 from fxexport.manifest import MANIFEST_KEY, Manifest
 
@@ -335,17 +335,7 @@ def _normalize_package(src: Path, dst: Path) -> None:
 def _check_package(tmp: Path, path: Path, p: Plan) -> None:
     """Load the fresh package and run it at the example (and a second size when dynamic)."""
     runner = load_aoti(tmp)
-    for inputs, expected in p.probe_sizes():
-        try:
-            with torch.no_grad():
-                got = runner(*inputs)
-        except Exception as err:  # noqa: BLE001
-            raise ExportError(
-                f"the compiled package for '{path}' fails on inputs of shape {[tuple(t.shape) for t in inputs]}: "
-                f"{_first_line(err)}"
-            ) from err
-        got = [got] if isinstance(got, torch.Tensor) else list(got)
-        compare_outputs(f"AOTInductor package '{path}'", p.spec.names, expected, got, check_values=True)
+    p.check_artifact(f"the AOTInductor package for '{path}'", lambda inputs: runner(*inputs))
 
 
 @contextlib.contextmanager
@@ -359,6 +349,3 @@ def _quiet_logger(name: str) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0][:500]

@@ -38,7 +38,7 @@ from fxexport.errors import ExportError, InvalidInputError
 from fxexport.export import _common
 from fxexport.export._common import Plan, _first_line
 from fxexport.flatten import FlatOutputs
-from fxexport.manifest import MANIFEST_KEY, Manifest
+from fxexport.manifest import Manifest, set_onnx_manifest
 
 __all__ = ["export_onnx", "EXPORTERS", "AUTO_ORDER"]
 
@@ -143,7 +143,7 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         manifest = _common.make_manifest(p, fmt="onnx", output_shapes=output_shapes, exporter=exporter,
                                          opset=actual_opset, model_info=model_info,
                                          extra={"external_data": bool(large)})
-        _set_manifest(model, manifest)
+        set_onnx_manifest(model, manifest)
         if large:
             # > 2 GB: stage FILE + FILE.data in a folder beside the target, check, then move both.
             staged = scratch / target.name
@@ -365,13 +365,6 @@ def _fix_shapes(model, p: Plan, exporter: str) -> list[list[int | str]]:
     return shapes
 
 
-def _set_manifest(model, manifest: Manifest) -> None:
-    props = model.metadata_props
-    keep = [(q.key, q.value) for q in props if q.key != MANIFEST_KEY]
-    del props[:]
-    for k, v in keep + [(MANIFEST_KEY, manifest.to_json())]:
-        entry = props.add()
-        entry.key, entry.value = k, v
 
 
 # -- checks in onnxruntime ---------------------------------------------------------------------
