@@ -177,8 +177,12 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
         dims = {d: Dim(d) for d in p.dynamic}
         shapes = tuple({axis: dims[d] for axis, d in a.items()} or None for a in p.axes) if p.dynamic else None
         with contextlib.redirect_stdout(io.StringIO()):
+            # No output_names: torch's dynamo exporter renames the output values without checking
+            # that the name is free, and an output called e.g. 'permute' (torchvision Swin) then
+            # collides with its own aten::permute value (two producers: non-SSA, rejected by the
+            # checker). _ensure_io_names renames safely.
             program = torch.onnx.export(
-                wrapper, p.export_inputs, None, input_names=p.input_names, output_names=names,
+                wrapper, p.export_inputs, None, input_names=p.input_names, output_names=None,
                 opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=shapes,
                 optimize=True, verbose=False,
             )
@@ -255,6 +259,8 @@ def _ensure_io_names(model, p: Plan) -> None:
     import onnx
 
     g = model.graph
+    for node in [n for n in g.node if n.op_type == "Identity" and list(n.input) == list(n.output)]:
+        g.node.remove(node)  # dynamo writes Identity(x) -> x for an input returned as is (non-SSA)
     initializers = {i.name for i in g.initializer}
     inputs = [i for i in g.input if i.name not in initializers]
     if len(inputs) != len(p.input_names):
