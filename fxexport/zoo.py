@@ -974,7 +974,11 @@ def _default_fix(result: dict[str, Any]) -> str | None:
     if category is None:  # headline ok, another step failed
         failed = [s for s in ("onnx_dynamo", "onnx_torchscript") if s in steps and not _onnx_ok(steps[s])]
         if failed and "onnx_auto" in steps:
-            return f"use exporter='{steps['onnx_auto'].get('exporter')}' (what auto picks)"
+            fix = f"use exporter='{steps['onnx_auto'].get('exporter')}' (what auto picks)"
+            if any("not factor of input size" in (steps[s].get("error") or "") for s in failed):
+                fix += ("; the torchscript exporter needs the feature map at the adaptive pool to be a multiple "
+                        "of its output size (e.g. a 224 px input)")
+            return fix
         return None
     return None
 
