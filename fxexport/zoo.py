@@ -1366,7 +1366,8 @@ def write_matrix(rows: "OrderedDict[str, dict[str, Any]] | Sequence[dict[str, An
         f"Environment: {', '.join(f'{k} {v}' for k, v in versions.items())}; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU core(s)."
         + (f" Sweep: {meta.get('workers', 1)} worker(s), {wall / 60:.1f} min wall" if wall else "")
-        + (f", {cpu_s / 60:.1f} min summed over models." if cpu_s else "."),
+        + (f", {cpu_s / 60:.1f} min summed over models." if cpu_s else ".")
+        + (f" {meta['note']}" if meta.get("note") else ""),
         "",
         "Input sizes: small where the model allows it (64 px for convnets, 96 for inception_v3, 112 for "
         "torchvision's Swin, 128 for segmentation and detection backbones); torchvision ViTs are built "
@@ -1476,6 +1477,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-matrix", action="store_true", help="do not write the matrix")
     p.add_argument("--matrix-only", action="store_true",
                    help="run nothing: write the matrix from the results file (models without a result: 'not run')")
+    p.add_argument("--note", default=None, help="a sentence for the matrix's header (e.g. how it was run)")
     p.add_argument("--list", action="store_true", help="list the models and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per model only)")
 
@@ -1537,9 +1539,15 @@ def main_from_args(args) -> int:
                   for m in models]
         meta = {"wall_s": round(wall, 1), "models_run": ran.get("models_run", 0), "workers": args.workers,
                 "backend": args.backend, "timeout_s": args.timeout, "models_set": args.models}
-        if args.matrix_only:
+        if args.matrix_only:  # keep what the sweep that made the results recorded about itself
             meta = {k: v for k, v in meta.items() if k not in ("wall_s", "models_run")}
-            meta.update(_results_span(chosen))
+            previous = {}
+            with contextlib.suppress(Exception):
+                previous = json.loads(Path(args.json_out).read_text())
+            keys = ("wall_s", "models_run", "workers", "backend", "timeout_s")
+            meta.update({k: previous[k] for k in keys if k in previous} or _results_span(chosen))
+        if args.note:
+            meta["note"] = args.note
         write_matrix(chosen, args.matrix, args.json_out, order=ids, meta=meta)
         figures = summary_figures(chosen)
         for group, f in figures.items():
