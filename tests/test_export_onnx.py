@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -25,21 +22,7 @@ from fxexport import (
     unflatten,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-R18_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
-
-
-def load_two_head():
-    spec = importlib.util.spec_from_file_location("two_head", ROOT / "models" / "two_head.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def two_head_extractor():
-    th = load_two_head()
-    return create_feature_extractor(th.build(), {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
-                                    leaf_modules=[th.DetHead, th.SegHead])
+from _examples import R18_NODES, ROOT, two_head_extractor
 
 
 def r18_extractor():

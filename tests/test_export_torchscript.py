@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,16 +20,7 @@ from fxexport import (
     unflatten,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-R18_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
-
-
-def two_head_extractor():
-    spec = importlib.util.spec_from_file_location("two_head", ROOT / "models" / "two_head.py")
-    th = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(th)
-    return create_feature_extractor(th.build(), {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
-                                    leaf_modules=[th.DetHead, th.SegHead])
+from _examples import R18_NODES, ROOT, two_head_extractor
 
 
 def r18_extractor():

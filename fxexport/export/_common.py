@@ -6,6 +6,7 @@ Not public API; ``export_onnx`` / ``export_torchscript`` are.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,18 @@ def quiet() -> Iterator[None]:
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
         yield
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Raise the ``logging`` logger ``name`` to ERROR for the duration (chatty compilers, imports)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def run_eager(extractor: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:

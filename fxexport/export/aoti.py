@@ -30,22 +30,20 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import platform
 import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError
-from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet
+from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet, quiet_logger
 from fxexport.flatten import FlatOutputs
 from fxexport.manifest import MANIFEST_KEY, Manifest
 
@@ -120,7 +118,7 @@ def export_aoti(
     if path.suffix != ".pt2":
         raise InvalidInputError(f"AOTInductor package path '{path}' must end in .pt2 (e.g. model.pt2)")
     # torch.utils.cpp_extension warns "No CUDA runtime is found" when Inductor imports it on a CUDA wheel.
-    with _quiet_logger("torch.utils.cpp_extension"):
+    with quiet_logger("torch.utils.cpp_extension"):
         return _export_aoti(extractor, example_inputs, path, dynamic, model_info, input_names)
 
 
@@ -180,7 +178,7 @@ def load_aoti(path: str | os.PathLike, *, check_cpu: bool = True):
             "(or use the TorchScript/ONNX artifact; check_cpu=False skips this check)"
         )
     try:
-        with _quiet_logger("torch.utils.cpp_extension"):
+        with quiet_logger("torch.utils.cpp_extension"):
             return torch._inductor.aoti_load_package(str(path))
     except Exception as err:  # noqa: BLE001
         raise VerificationError(f"cannot load AOTInductor package '{path}': {_first_line(err)}") from err
@@ -244,7 +242,7 @@ def cpu_features() -> dict[str, Any]:
     except OSError:
         pass
     try:  # the vector ISA Inductor compiles kernels for (the package metadata's AOTI_CPU_ISA)
-        with _quiet_logger("torch.utils.cpp_extension"):
+        with quiet_logger("torch.utils.cpp_extension"):
             from torch._inductor.cpu_vec_isa import pick_vec_isa
 
             inductor_isa = str(pick_vec_isa()).upper() or "NONE"
@@ -338,14 +336,5 @@ def _check_package(tmp: Path, path: Path, p: Plan) -> None:
     p.check_artifact(f"the AOTInductor package for '{path}'", lambda inputs: runner(*inputs))
 
 
-@contextlib.contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import warnings
@@ -39,7 +38,7 @@ from torch import nn
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet
+from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet, quiet_logger
 from fxexport.flatten import FlatOutputs
 from fxexport.manifest import Manifest
 
@@ -186,16 +185,9 @@ def load_session(path: Path, manifest: Manifest):
 # -- internals ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_import() -> Iterator[None]:
+def _quiet_import():
     """Hide torch's pytree notice that importing executorch (torchao) logs as a warning."""
-    logger = logging.getLogger("torch.utils._pytree")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quiet_logger("torch.utils._pytree")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,26 @@
+"""Small seeded extractors the export tests share."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fxexport import create_feature_extractor
+
+ROOT = Path(__file__).resolve().parents[1]
+R18_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
+
+
+def load_two_head():
+    """The ``models/two_head.py`` module (a tuple head and a dict head)."""
+    spec = importlib.util.spec_from_file_location("two_head", ROOT / "models" / "two_head.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def two_head_extractor():
+    """Features, a tuple-valued head (``det``) and a dict-valued head (``seg``) of the two-head net."""
+    th = load_two_head()
+    return create_feature_extractor(th.build(), {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
+                                    leaf_modules=[th.DetHead, th.SegHead])
