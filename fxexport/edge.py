@@ -56,7 +56,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import statistics
 import tempfile
 import time
 from collections import OrderedDict
@@ -67,6 +66,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from fxexport._io import atomic_path
+from fxexport._timing import cpu_count, interleaved
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
 from fxexport.manifest import Manifest, TensorSpec, read_manifest, set_onnx_manifest
 
@@ -893,7 +893,7 @@ def _measure(report: EdgeReport, manifest: Manifest, inputs, *, threads: int | N
         feed = {i.name: feeds[i.name] for i in sess.get_inputs() if i.name in feeds}
         runs[v.name] = (lambda s=sess, f=feed: s.run(None, f))
     try:
-        times = _interleaved(runs, blocks=blocks, reps=reps)
+        times = interleaved(runs, blocks=blocks, reps=reps, gap_s=0.02)
     except Exception as err:  # noqa: BLE001
         report.notes.append(f"timing failed: {_one_line(err)}")
         return threads
@@ -902,33 +902,7 @@ def _measure(report: EdgeReport, manifest: Manifest, inputs, *, threads: int | N
         if v.name in times:
             v.latency_ms = times[v.name] * 1000.0
             v.speedup = base / times[v.name] if base else None
-    return threads or _default_threads()
-
-
-def _interleaved(fns: Mapping[str, Callable[[], Any]], *, blocks: int, reps: int, warmup: int = 2,
-                 gap_s: float = 0.02) -> dict[str, float]:
-    """Median seconds per call, from interleaved blocks (order rotating each block, short gaps)."""
-    names = list(fns)
-    for n in names:
-        for _ in range(warmup):
-            fns[n]()
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for b in range(blocks):
-        order = names[b % len(names):] + names[: b % len(names)]
-        for n in order:
-            time.sleep(gap_s)
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fns[n]()
-            samples[n].append((time.perf_counter() - t0) / reps)
-    return {n: statistics.median(s) for n, s in samples.items()}
-
-
-def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return threads or cpu_count()
 
 
 # --------------------------------------------------------------------------- helpers
