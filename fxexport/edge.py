@@ -53,7 +53,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -810,10 +809,10 @@ def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray
 
 
 def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int):
-    from fxexport.verify import _normalize_inputs, make_inputs
+    from fxexport.verify import normalize_inputs, make_inputs
 
     if inputs is not None:
-        return _normalize_inputs(inputs, len(manifest.inputs))
+        return normalize_inputs(inputs, len(manifest.inputs))
     return make_inputs(manifest, n_inputs=n_inputs, seed=seed)
 
 
@@ -829,21 +828,21 @@ class _CachedReference:
 
 def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets,
                      paths: Mapping[str, Path] | None = None) -> None:
-    V = importlib.import_module("fxexport.verify")
+    from fxexport.verify import Tolerance, rebuild_extractor, run_reference, verify
 
     if extractor is None:
-        extractor, _ = V._rebuild_extractor(manifest, None if weights is None else str(weights))
-    refs = V._run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
+        extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights))
+    refs = run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
     names = list(refs[0])
     scale = {n: max(float(r[n].detach().abs().max()) if r[n].numel() else 0.0 for r in refs) for n in names}
     cached = _CachedReference(input_sets, refs)
     for v in report.variants:
         t = v.thresholds
-        tolerances = {n: V.Tolerance(rtol=0.0, atol=t.max_error * scale[n] if scale[n] > 0 else t.max_error,
+        tolerances = {n: Tolerance(rtol=0.0, atol=t.max_error * scale[n] if scale[n] > 0 else t.max_error,
                                      max_mismatch=0.0, min_cosine=t.min_cosine, check_dtype=True, dtype_floor=False)
                       for n in names}
         try:
-            vr = V.verify((paths or {}).get(v.name, v.path), cached, inputs=input_sets, tolerances=tolerances)
+            vr = verify((paths or {}).get(v.name, v.path), cached, inputs=input_sets, tolerances=tolerances)
         except Exception as err:  # noqa: BLE001 - a variant that cannot be verified fails, others go on
             v.problems.append(f"cannot verify: {_one_line(err)}")
             continue

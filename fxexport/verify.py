@@ -827,7 +827,7 @@ def make_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Se
     return sets
 
 
-def _normalize_inputs(inputs: Any, n_expected: int) -> list[tuple[torch.Tensor, ...]]:
+def normalize_inputs(inputs: Any, n_expected: int) -> list[tuple[torch.Tensor, ...]]:
     """User inputs -> input sets: a tensor or a tuple is one set; a list is a list of sets."""
     if isinstance(inputs, torch.Tensor):
         sets = [(inputs,)]
@@ -873,7 +873,7 @@ def _flatten_reference(outputs: Any, manifest_names: Sequence[str]) -> "OrderedD
     return OrderedDict(zip(manifest_names, items))
 
 
-def _rebuild_extractor(manifest: Manifest, weights: str | None):
+def rebuild_extractor(manifest: Manifest, weights: str | None):
     """``(extractor, model)`` rebuilt from the manifest's model entry and node map (fxexport.edge uses it too)."""
     from fxexport.extractor import create_feature_extractor
     from fxexport.models import model_from_info, resolve_leaf_modules
@@ -892,7 +892,7 @@ def _rebuild_extractor(manifest: Manifest, weights: str | None):
     return extractor.train(manifest.mode == "train"), model
 
 
-def _run_reference(extractor, input_sets, mode: str, manifest_names):
+def run_reference(extractor, input_sets, mode: str, manifest_names):
     """The extractor's flat outputs on each input set, in the manifest's mode; its mode and buffers are restored."""
     was_training = getattr(extractor, "training", None)
     if hasattr(extractor, "train"):
@@ -916,7 +916,7 @@ def _run_reference(extractor, input_sets, mode: str, manifest_names):
 
 def _rerun_differs(extractor, inputs, mode, first: Mapping[str, torch.Tensor], manifest_names) -> str | None:
     """Run the reference again on the same input; describe how it differs from the first run."""
-    again = _run_reference(extractor, [inputs], mode, manifest_names)[0]
+    again = run_reference(extractor, [inputs], mode, manifest_names)[0]
     for name, ref in first.items():
         other = again.get(name)
         if other is None or other.shape != ref.shape:
@@ -1020,7 +1020,7 @@ def verify(
     timings: dict[str, float] = {}
 
     if extractor is None:
-        extractor, model = _rebuild_extractor(manifest, None if weights is None else str(weights))
+        extractor, model = rebuild_extractor(manifest, None if weights is None else str(weights))
         timings["rebuild"] = time.perf_counter() - t_start
         try:  # the model's usual input size, for dynamic dims nothing else gives a size to
             from fxexport.models import default_input_shape
@@ -1036,11 +1036,11 @@ def verify(
     else:
         if sizes is not None:
             raise InvalidInputError("give either inputs= or sizes=, not both (sizes only shape the random inputs)")
-        input_sets = _normalize_inputs(inputs, len(manifest.inputs))
+        input_sets = normalize_inputs(inputs, len(manifest.inputs))
 
     user_inputs = inputs is not None
     t0 = time.perf_counter()
-    refs = _run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
+    refs = run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
     timings["reference"] = time.perf_counter() - t0
     # Which input sets each artifact gets: all of them, unless its manifest fixes a dim to another size.
     plan: list[list[int]] = []
@@ -1057,7 +1057,7 @@ def verify(
         if not fit:
             own = make_inputs(m, n_inputs=n_inputs, seed=seed)
             t0 = time.perf_counter()
-            refs.extend(_run_reference(extractor, own, m.mode, m.output_names))
+            refs.extend(run_reference(extractor, own, m.mode, m.output_names))
             timings["reference"] += time.perf_counter() - t0
             fit = list(range(len(input_sets), len(input_sets) + len(own)))
             input_sets.extend(own)
