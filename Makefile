@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fxexport-installed
 # Extras the test suite uses: every one is installed so nothing is skipped for a missing package.
-EXTRAS ?= test,timm,edge,zoo
+EXTRAS ?= test,timm,edge,zoo,openvino,litert
 
 .PHONY: demo test test-all zoo bench install clean
 
