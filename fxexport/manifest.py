@@ -25,14 +25,164 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import reprlib
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
+
+from fxexport.errors import VerificationError
 
 FORMAT_VERSION = 1
 MANIFEST_KEY = "fxexport"
 TORCHSCRIPT_EXTRA_FILE = "fxexport/manifest.json"
+#: A manifest is a few KB; one over this many bytes is refused unread (it is not fxexport's).
+MAX_MANIFEST_BYTES = 1 << 20
+
+#: dtype names a manifest may record: torch's (without ``torch.``), numpy's for ONNX-derived
+#: specs (``object`` for string tensors) and the short aliases verify also accepts.
+KNOWN_DTYPES = frozenset({
+    "bool", "float16", "float32", "float64", "bfloat16", "complex32", "complex64", "complex128", "bcomplex32",
+    "int1", "int2", "int3", "int4", "int5", "int6", "int7", "int8", "int16", "int32", "int64",
+    "uint1", "uint2", "uint3", "uint4", "uint5", "uint6", "uint7", "uint8", "uint16", "uint32", "uint64",
+    "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu", "float4_e2m1fn_x2",
+    "qint8", "quint8", "qint32", "quint4x2", "quint2x4", "object", "str",
+    "float", "half", "double", "long", "int", "short", "cfloat", "cdouble",
+})
+_MAX_TREE_DEPTH = 64
 
 Dim = int | str
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 40, 40, 4, 4
+
+
+def _kind(value: Any) -> str:
+    """The JSON kind of a value, for messages."""
+    if value is None:
+        return "null"
+    for types, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"),
+                        ((list, tuple), "a list"), (dict, "an object")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A short repr of an untrusted value (depth and length bounded)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int too long to print
+        return f"<{_kind(value)}>"
+
+
+def _bad(where: str, expected: str, value: Any) -> VerificationError:
+    if where == "":
+        return VerificationError(f"manifest must be a JSON object, got {_show(value)} ({_kind(value)})")
+    return VerificationError(f"manifest field '{where}' must be {expected}, got {_show(value)} ({_kind(value)})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str(value: Any, where: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise _bad(where, "a string" if empty else "a non-empty string", value)
+    return value
+
+
+def _opt_str(value: Any, where: str) -> str | None:
+    return None if value is None else _str(value, where)
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise _bad(where, "a list", value)
+    return value
+
+
+def _obj(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _bad(where, "an object", value)
+    for key in value:
+        if not isinstance(key, str):
+            raise _bad(f"{where} key", "a string", key)
+    return value
+
+
+def _str_map(value: Any, where: str) -> dict[str, str]:
+    return {k: _str(v, f"{where}[{k!r}]") for k, v in _obj(value, where).items()}
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    return [_str(v, f"{where}[{i}]") for i, v in enumerate(_list(value, where))]
+
+
+def _dims(value: Any, where: str) -> list[Dim]:
+    dims = _list(value, where)
+    for i, d in enumerate(dims):
+        if not ((_is_int(d) and d >= 0) or (isinstance(d, str) and d)):
+            raise _bad(f"{where}[{i}]", "an integer >= 0 or a dim name (a non-empty string)", d)
+    return list(dims)
+
+
+def _check_tree(tree: Any, where: str, depth: int = 0) -> None:
+    """``extra["output_tree"]`` (format in :mod:`fxexport.flatten`), checked without importing torch."""
+    if depth > _MAX_TREE_DEPTH:
+        raise VerificationError(f"manifest field '{where}' nests deeper than {_MAX_TREE_DEPTH} levels")
+    node = _obj(tree, where)
+    kind = node.get("type")
+    if kind == "tensor":
+        _str(node.get("name"), f"{where}.name", empty=False)
+        return
+    if kind not in ("tuple", "list", "dict"):
+        raise _bad(f"{where}.type", "'tensor', 'tuple', 'list' or 'dict'", kind)
+    items = _list(node.get("items"), f"{where}.items")
+    if kind == "dict":
+        keys = _str_list(node.get("keys"), f"{where}.keys")
+        if len(keys) != len(items):
+            raise VerificationError(f"manifest field '{where}' has {len(keys)} keys for {len(items)} items")
+    for i, item in enumerate(items):
+        _check_tree(item, f"{where}.items[{i}]", depth + 1)
+
+
+def _check_extra(extra: Any) -> dict[str, Any]:
+    """``extra`` holds format-specific facts; the keys fxexport itself reads are checked."""
+    extra = _obj(extra, "extra")
+    if "output_tree" in extra:
+        if _obj(extra["output_tree"], "extra.output_tree").get("type") != "dict":
+            raise _bad("extra.output_tree.type", "'dict' at the top level", extra["output_tree"].get("type"))
+        _check_tree(extra["output_tree"], "extra.output_tree")
+    if extra.get("example_shapes") is not None:
+        for k, shape in enumerate(_list(extra["example_shapes"], "extra.example_shapes")):
+            for axis, d in enumerate(_list(shape, f"extra.example_shapes[{k}]")):
+                if d is not None and not (_is_int(d) and d >= 0):
+                    raise _bad(f"extra.example_shapes[{k}][{axis}]", "an integer >= 0 or null", d)
+    if extra.get("cpu") is not None:
+        cpu = _obj(extra["cpu"], "extra.cpu")
+        for key in ("capability", "inductor_isa", "machine", "system", "model_name"):
+            _opt_str(cpu.get(key), f"extra.cpu.{key}")
+        if cpu.get("flags") is not None:
+            _str_list(cpu["flags"], "extra.cpu.flags")
+    if extra.get("edge") is not None:
+        _obj(extra["edge"], "extra.edge")
+    _opt_str(extra.get("backend"), "extra.backend")
+    return extra
+
+
+def _check_model(model: Any) -> dict[str, Any]:
+    """``model``: what rebuilds the reference. Types only; whether a spec may be built is verify's call."""
+    model = _obj(model, "model")
+    _opt_str(model.get("spec"), "model.spec")
+    if model.get("kwargs") is not None:
+        _obj(model["kwargs"], "model.kwargs")
+    _opt_str(model.get("weights_sha256"), "model.weights_sha256")
+    if model.get("seed") is not None and not _is_int(model["seed"]):
+        raise _bad("model.seed", "an integer or null", model["seed"])
+    if model.get("leaf_modules") is not None:
+        _str_list(model["leaf_modules"], "model.leaf_modules")
+    return model
 
 
 @dataclass
@@ -52,8 +202,27 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TensorSpec":
-        return cls(name=data["name"], shape=list(data["shape"]), dtype=data.get("dtype", "float32"))
+    def from_dict(cls, data: Any, where: str = "tensor") -> "TensorSpec":
+        """A spec from untrusted JSON; ``where`` names it in errors (``"inputs[0]"``).
+
+        Raises:
+            VerificationError: a field is missing or of the wrong type (the message names it).
+
+        Example:
+            >>> TensorSpec.from_dict({"name": "x", "shape": ["batch", 3]})
+            TensorSpec(name='x', shape=['batch', 3], dtype='float32')
+            >>> TensorSpec.from_dict({"name": "x", "shape": [1.5]}, "inputs[0]")
+            Traceback (most recent call last):
+            fxexport.errors.VerificationError: manifest field 'inputs[0].shape[0]' must be an integer >= 0 \
+or a dim name (a non-empty string), got 1.5 (a number)
+        """
+        data = _obj(data, where)
+        name = _str(data.get("name"), f"{where}.name")
+        shape = _dims(data.get("shape"), f"{where}.shape")
+        dtype = data.get("dtype", "float32")
+        if not isinstance(dtype, str) or dtype.removeprefix("torch.") not in KNOWN_DTYPES:
+            raise _bad(f"{where}.dtype", "a dtype name such as 'float32' or 'int64'", dtype)
+        return cls(name=name, shape=shape, dtype=dtype.removeprefix("torch."))
 
     @property
     def dynamic_dims(self) -> dict[int, str]:
@@ -117,16 +286,83 @@ class Manifest:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["inputs"] = [TensorSpec.from_dict(t) for t in data.get("inputs", [])]
-        kwargs["outputs"] = [TensorSpec.from_dict(t) for t in data.get("outputs", [])]
+    def from_dict(cls, data: Any) -> "Manifest":
+        """A manifest from untrusted JSON data: every field is checked, unknown fields are ignored.
+
+        Raises:
+            VerificationError: the only error it raises, whatever ``data`` is: not an
+                object, a field of the wrong type (the message names it, e.g.
+                ``inputs[0].shape[2]``), or a ``format_version`` newer than this fxexport reads.
+
+        Example:
+            >>> Manifest.from_dict({"format": "onnx", "inputs": "x", "outputs": []})
+            Traceback (most recent call last):
+            fxexport.errors.VerificationError: manifest field 'inputs' must be a list, got 'x' (a string)
+        """
+        data = _obj(data, "")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not _is_int(version) or version < 1:
+            raise _bad("format_version", "an integer >= 1", version)
+        if version > FORMAT_VERSION:
+            raise VerificationError(
+                f"manifest format_version {version} is newer than this fxexport reads "
+                f"(up to {FORMAT_VERSION}); upgrade fxexport to read it"
+            )
+        kwargs: dict[str, Any] = {"format_version": version, "format": _str(data.get("format"), "format", empty=False)}
+        for key in ("inputs", "outputs"):
+            specs = [TensorSpec.from_dict(t, f"{key}[{i}]") for i, t in enumerate(_list(data.get(key, []), key))]
+            names = [t.name for t in specs]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise VerificationError(f"manifest field '{key}' names {_show(dupes[0])} more than once")
+            kwargs[key] = specs
+        if "nodes" in data:
+            kwargs["nodes"] = _str_map(data["nodes"], "nodes")
+        if "mode" in data:
+            if data["mode"] not in ("eval", "train"):
+                raise _bad("mode", "'eval' or 'train'", data["mode"])
+            kwargs["mode"] = data["mode"]
+        if "dynamic" in data:
+            kwargs["dynamic"] = _str_list(data["dynamic"], "dynamic")
+        if "model" in data:
+            kwargs["model"] = _check_model(data["model"])
+        kwargs["exporter"] = _opt_str(data.get("exporter"), "exporter")
+        opset = data.get("opset")
+        if opset is not None and not (_is_int(opset) and opset >= 0):
+            raise _bad("opset", "an integer >= 0 or null", opset)
+        kwargs["opset"] = opset
+        if "versions" in data:
+            kwargs["versions"] = _str_map(data["versions"], "versions")
+        if "extra" in data:
+            kwargs["extra"] = _check_extra(data["extra"])
         return cls(**kwargs)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":
-        return cls.from_dict(json.loads(text))
+        """Parse and check a manifest (see :meth:`from_dict`); broken JSON is a VerificationError too.
+
+        Example:
+            >>> Manifest.from_json("{not json")
+            Traceback (most recent call last):
+            fxexport.errors.VerificationError: manifest is not valid JSON: Expecting property name enclosed \
+in double quotes: line 1 column 2 (char 1)
+        """
+        size = len(text)
+        if isinstance(text, str) and size <= MAX_MANIFEST_BYTES < 4 * size:
+            size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_MANIFEST_BYTES:
+            raise VerificationError(f"manifest is {size} bytes or more; a manifest is at most {MAX_MANIFEST_BYTES} "
+                                    "bytes (1 MiB), so this one is refused unread")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise VerificationError(f"manifest is not valid JSON: {_first_line(err)}") from None
+        return cls.from_dict(data)
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] if text else type(err).__name__
 
 
 def current_versions() -> dict[str, str]:
@@ -170,105 +406,283 @@ def set_onnx_manifest(model: Any, manifest: Manifest) -> None:
         entry.key, entry.value = key, value
 
 
-def read_manifest(path: str) -> Manifest:
-    """Read the manifest stored in an artifact written by fxexport.
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read the manifest stored in an artifact written by fxexport, from the file's bytes alone.
 
-    Dispatches on the file suffix: ``.onnx`` / ``.ort`` (ONNX metadata_props),
-    ``.pt`` / ``.ts`` (TorchScript extra file), ``.pt2`` (AOTInductor package
-    metadata), ``.pte`` (``<file>.json`` beside it).
+    Dispatches on the file suffix: ``.onnx`` (ONNX metadata_props), ``.pt`` / ``.ts``
+    (TorchScript extra file, read from the zip), ``.pt2`` (AOTInductor package
+    metadata, read from the zip), ``.pte`` / ``.ort`` (``<file>.json`` beside it).
+    Nothing is loaded or imported: the manifest is untrusted data, checked field by
+    field (:meth:`Manifest.from_dict`), and one over :data:`MAX_MANIFEST_BYTES` is
+    refused unread. An ONNX file whose external data lies outside its folder is refused
+    (see :func:`onnx_external_files`).
 
     Raises:
-        VerificationError: the file is missing, unreadable, or carries no fxexport
-            manifest (the message says what could be read).
+        VerificationError: the file is missing, unreadable, refused, or carries no
+            (or a malformed) fxexport manifest; one line that names the file and what is wrong.
 
     Example:
         >>> read_manifest("missing.onnx")  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         fxexport.errors.VerificationError: artifact 'missing.onnx' does not exist
     """
-    from pathlib import Path
-
-    from fxexport.errors import VerificationError
-
     p = Path(path)
     if not p.exists():
         raise VerificationError(f"artifact '{path}' does not exist")
-    suffix = p.suffix.lower()
-    readers = {
-        ".onnx": _read_onnx_manifest,
-        ".pt": _read_torchscript_manifest,
-        ".ts": _read_torchscript_manifest,
-        ".pt2": _read_aoti_manifest,
-        ".pte": _read_sidecar_manifest,
-        ".ort": _read_sidecar_manifest,
-    }
-    reader = readers.get(suffix)
+    if not p.is_file():
+        raise VerificationError(f"artifact '{path}' is not a file")
+    reader = _READERS.get(p.suffix.lower())
     if reader is None:
         raise VerificationError(
-            f"artifact '{path}' has unknown suffix '{p.suffix}'; expected one of {', '.join(readers)}"
+            f"artifact '{path}' has unknown suffix '{p.suffix}'; fxexport reads {', '.join(KNOWN_SUFFIXES)}"
         )
     text = reader(p)
     if text is None:
         raise VerificationError(f"artifact '{path}' carries no fxexport manifest (was it written by fxexport?)")
-    return Manifest.from_json(text)
-
-
-def _read_onnx_manifest(path) -> str | None:
-    import onnx
-
-    from fxexport.errors import VerificationError
-
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - any parse failure is "not an ONNX file"
-        raise VerificationError(f"artifact '{path}' is not a readable ONNX file: {err}") from err
+        return Manifest.from_json(text)
+    except VerificationError as err:
+        raise VerificationError(f"artifact '{path}' has a malformed fxexport manifest: {err}") from None
+
+
+def _too_big(path: Path, size: int, where: str) -> VerificationError:
+    return VerificationError(
+        f"artifact '{path}' has a {size}-byte fxexport manifest ({where}); a manifest is at most "
+        f"{MAX_MANIFEST_BYTES} bytes (1 MiB), so it is refused unread"
+    )
+
+
+def _read_onnx_manifest(path: Path) -> str | None:
+    model = _load_onnx_proto(path)
+    onnx_external_files(path, model)
     for prop in model.metadata_props:
         if prop.key == MANIFEST_KEY:
+            if len(prop.value) > MAX_MANIFEST_BYTES:
+                raise _too_big(path, len(prop.value.encode("utf-8", "replace")), "metadata_props")
             return prop.value
     return None
 
 
-def _read_torchscript_manifest(path) -> str | None:
-    """Read the extra file straight from the archive (a zip): no need to load the module."""
+def _load_onnx_proto(path: Path):
+    """The ModelProto without its external data (nothing the file points to is opened)."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - any parse failure is "not an ONNX file"
+        raise VerificationError(f"artifact '{path}' is not a readable ONNX file: {_first_line(err)}") from None
+
+
+def _onnx_tensors(model) -> Iterator[tuple[str, Any]]:
+    """(where, TensorProto) of every tensor in a ModelProto: initializers, Constant values, subgraphs, functions."""
+    def graph_tensors(graph, where: str):
+        for t in graph.initializer:
+            yield f"{where}initializer '{t.name}'", t
+        for sp in graph.sparse_initializer:
+            yield f"{where}sparse initializer '{sp.values.name}'", sp.values
+            yield f"{where}sparse initializer '{sp.values.name}' indices", sp.indices
+        for node in graph.node:
+            yield from node_tensors(node, where)
+
+    def node_tensors(node, where: str):
+        for attr in node.attribute:
+            here = f"{where}node '{node.name or node.op_type}' attribute '{attr.name}'"
+            if attr.HasField("t"):
+                yield here, attr.t
+            yield from ((here, t) for t in attr.tensors)
+            if attr.HasField("sparse_tensor"):
+                yield here, attr.sparse_tensor.values
+                yield here, attr.sparse_tensor.indices
+            for sp in attr.sparse_tensors:
+                yield here, sp.values
+                yield here, sp.indices
+            if attr.HasField("g"):
+                yield from graph_tensors(attr.g, f"{here}: ")
+            for g in attr.graphs:
+                yield from graph_tensors(g, f"{here}: ")
+
+    yield from graph_tensors(model.graph, "")
+    for fn in model.functions:
+        for node in fn.node:
+            yield from node_tensors(node, f"function '{fn.name}': ")
+
+
+def _unsafe_location(location: str) -> bool:
+    """An absolute path, a drive, or a '..' part, in POSIX or Windows spelling."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not location or "\x00" in location:
+        return True
+    win = PureWindowsPath(location)
+    if PurePosixPath(location).is_absolute() or win.is_absolute() or win.drive or location.startswith(("/", "\\")):
+        return True
+    return ".." in location.replace("\\", "/").split("/")
+
+
+def onnx_external_files(path: str | os.PathLike, model: Any = None) -> list[Path]:
+    """The external-data files an ONNX file references, checked before any runtime opens it.
+
+    Every tensor stored outside the file (``data_location == EXTERNAL``) must name a
+    relative ``location`` inside the artifact's own folder: an absolute path, a
+    ``..`` part, or a symlink that resolves outside the folder is refused, so that
+    reading, describing or verifying a file never makes onnxruntime read
+    ``/etc/passwd`` or ``../../secret`` as weights. Returns the distinct files
+    (resolved), in first-use order; a missing file is left to the runtime to report.
+    ``model`` is the already parsed ``ModelProto`` (else the file is parsed, without
+    its external data).
+
+    Raises:
+        VerificationError: a location is outside the folder (the message names the
+            tensor and the location), or the file is not readable as ONNX.
+
+    Example:
+        >>> import onnx
+        >>> t = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], bytes(4), raw=True)
+        >>> onnx.external_data_helper.set_external_data(t, location="../secret.bin")
+        >>> graph = onnx.helper.make_graph([], "g", [], [], initializer=[t])
+        >>> onnx_external_files("model.onnx", onnx.helper.make_model(graph))
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'model.onnx' is refused: initializer 'w' stores its data at \
+'../secret.bin', outside the artifact's folder; external data must be a relative path inside that folder
+    """
+    p = Path(path)
+    if model is None:
+        model = _load_onnx_proto(p)
+    folder = os.path.realpath(p.parent)
+    files: dict[str, None] = {}
+    for where, tensor in _onnx_tensors(model):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        resolved = os.path.realpath(os.path.join(folder, location))
+        if _unsafe_location(location) or os.path.commonpath([folder, resolved]) != folder:
+            raise VerificationError(
+                f"artifact '{path}' is refused: {where} stores its data at {_show(location)}, outside the "
+                "artifact's folder; external data must be a relative path inside that folder"
+            )
+        files[resolved] = None
+    return [Path(f) for f in files]
+
+
+def _read_zip_member(zf, name: str, path: Path, limit: int) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise _too_big(path, info.file_size, name)
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _too_big(path, len(data), name)
+    return data
+
+
+def _open_zip(path: Path, what: str):
     import zipfile
 
-    from fxexport.errors import VerificationError
-
-    suffix = "/extra/" + TORCHSCRIPT_EXTRA_FILE
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if not any(n.endswith("/data.pkl") or n.endswith("/constants.pkl") for n in names):
-                raise VerificationError(f"artifact '{path}' is a zip file but not a TorchScript archive")
-            for name in names:
-                if name.endswith(suffix) and name.count("/") == suffix.count("/"):
-                    return zf.read(name).decode("utf-8") or None
-    except zipfile.BadZipFile as err:
-        raise VerificationError(f"artifact '{path}' is not a readable TorchScript archive: {err}") from err
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
+        raise VerificationError(f"artifact '{path}' is not a readable {what}: {_first_line(err)}") from None
+
+
+def _zip_errors():
+    import zipfile
+    import zlib
+
+    return (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            ValueError, KeyError, zlib.error)
+
+
+def torchscript_root(names: list[str]) -> str | None:
+    """The top folder of a TorchScript archive (``"archive"``), from its zip member names; None if not one."""
+    for name in names:
+        if name.count("/") == 1 and name.endswith(("/data.pkl", "/constants.pkl")):
+            return name.split("/", 1)[0]
     return None
 
 
-def _read_aoti_manifest(path) -> str | None:
-    import zipfile
+def _read_torchscript_manifest(path: Path) -> str | None:
+    """Read the extra file straight from the archive (a zip): the module is never loaded."""
+    zf = _open_zip(path, "TorchScript archive")
+    with zf:
+        try:
+            root = torchscript_root(zf.namelist())
+            if root is None:
+                raise VerificationError(f"artifact '{path}' is a zip file but not a TorchScript archive "
+                                        "(no data.pkl at its top level)")
+            name = f"{root}/extra/{TORCHSCRIPT_EXTRA_FILE}"
+            if name not in zf.NameToInfo:
+                return None
+            data = _read_zip_member(zf, name, path, MAX_MANIFEST_BYTES)
+        except _zip_errors() as err:
+            raise VerificationError(f"artifact '{path}' is not a readable TorchScript archive: "
+                                    f"{_first_line(err)}") from None
+    return _decode(data, path) or None
 
-    from fxexport.errors import VerificationError
 
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise VerificationError(f"artifact '{path}' has a malformed fxexport manifest: not UTF-8 text "
+                                f"({_first_line(err)})") from None
+
+
+def _read_aoti_manifest(path: Path) -> str | None:
     # An AOTInductor package is a zip; its metadata is stored as JSON next to the
     # compiled model. Reading it needs no compiled code to be loaded.
-    try:
-        with zipfile.ZipFile(path) as zf:
+    zf = _open_zip(path, "AOTInductor package")
+    with zf:
+        try:
             for name in zf.namelist():
-                if name.endswith("_metadata.json") or name.endswith("/metadata.json"):
-                    meta = json.loads(zf.read(name))
-                    if MANIFEST_KEY in meta:
-                        return meta[MANIFEST_KEY]
-    except zipfile.BadZipFile as err:
-        raise VerificationError(f"artifact '{path}' is not an AOTInductor package: {err}") from err
+                if not (name.endswith("_metadata.json") or name.endswith("/metadata.json")):
+                    continue
+                raw = _read_zip_member(zf, name, path, 2 * MAX_MANIFEST_BYTES)
+                try:
+                    meta = json.loads(raw)
+                except (ValueError, RecursionError) as err:
+                    raise VerificationError(f"artifact '{path}' has a broken package metadata file '{name}' "
+                                            f"(not JSON: {_first_line(err)})") from None
+                if isinstance(meta, dict) and MANIFEST_KEY in meta:
+                    value = meta[MANIFEST_KEY]
+                    if not isinstance(value, str):
+                        raise VerificationError(
+                            f"artifact '{path}' has a malformed fxexport manifest: the metadata entry "
+                            f"'{MANIFEST_KEY}' in '{name}' must be a JSON string, got {_kind(value)}")
+                    if len(value) > MAX_MANIFEST_BYTES:
+                        raise _too_big(path, len(value.encode("utf-8", "replace")), name)
+                    return value
+        except _zip_errors() as err:
+            raise VerificationError(f"artifact '{path}' is not a readable AOTInductor package: "
+                                    f"{_first_line(err)}") from None
     return None
 
 
-def _read_sidecar_manifest(path) -> str | None:
-    from pathlib import Path
-
+def _read_sidecar_manifest(path: Path) -> str | None:
     sidecar = Path(str(path) + ".json")
-    return sidecar.read_text() if sidecar.exists() else None
+    if not sidecar.is_file():
+        return None
+    try:
+        size = sidecar.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise _too_big(path, size, sidecar.name)
+        with open(sidecar, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as err:
+        raise VerificationError(f"artifact '{path}': cannot read its manifest '{sidecar}': "
+                                f"{_first_line(err)}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise _too_big(path, len(data), sidecar.name)
+    return _decode(data, path)
+
+
+_READERS = {
+    ".onnx": _read_onnx_manifest,
+    ".pt": _read_torchscript_manifest,
+    ".ts": _read_torchscript_manifest,
+    ".pt2": _read_aoti_manifest,
+    ".pte": _read_sidecar_manifest,
+    ".ort": _read_sidecar_manifest,
+}
+#: Suffixes :func:`read_manifest` reads.
+KNOWN_SUFFIXES: tuple[str, ...] = tuple(_READERS)
