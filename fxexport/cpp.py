@@ -17,16 +17,28 @@ wheel without a CUDA toolkit::
 ``libtorch.so``.) ``scripts/cpp/CMakeLists.txt`` is the same build for a CPU
 torch or a libtorch download.
 
+The OpenVINO program (``scripts/cpp/fxexport_openvino.cpp``) runs fxexport's
+``.onnx`` files and OpenVINO IRs (``.xml``) against the C++ SDK inside the
+``openvino`` wheel; :func:`build_openvino_example` builds and caches it the same
+way, with the compile line::
+
+    c++ -O2 -std=c++17 fxexport_openvino.cpp -I openvino/include \\
+        -L openvino/libs -l:libopenvino.so.<ver> -Wl,-rpath,openvino/libs
+
 Example:
-    >>> from fxexport.cpp import compile_command
+    >>> from fxexport.cpp import compile_command, openvino_compile_command
     >>> cmd = compile_command("fxexport_infer.cpp", "fxexport_infer")
     >>> "-std=c++20" in cmd and "-ltorch" in cmd
+    True
+    >>> cmd = openvino_compile_command("fxexport_openvino.cpp", "fxexport_openvino")
+    >>> "-std=c++17" in cmd and any(c.startswith("-l:libopenvino.so.") for c in cmd)
     True
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -34,15 +46,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fxexport._io import atomic_path
 from fxexport.errors import FxExportError
 
+if TYPE_CHECKING:
+    from collections import OrderedDict
+
+    import numpy
+
 __all__ = ["build_cpp_example", "cached_binary_path", "compile_command", "default_cache_dir", "source_dir",
-           "run_cpp_example"]
+           "run_cpp_example", "build_openvino_example", "cached_openvino_binary_path", "openvino_compile_command",
+           "openvino_sdk", "run_openvino_example"]
 
 PROGRAM = "fxexport_infer"
 SOURCES = ("fxexport_infer.cpp",)
+OPENVINO_PROGRAM = "fxexport_openvino"
+OPENVINO_SOURCES = ("fxexport_openvino.cpp",)
 
 
 def source_dir() -> Path:
@@ -93,16 +114,20 @@ def compile_command(source: str | os.PathLike, output: str | os.PathLike, *, cxx
     ]
 
 
-def _cache_key(cmd: list[str], sources: list[Path]) -> str:
+def _torch_build_id() -> str:
     import torch
 
     _, lib = _torch_paths()
+    stat = (lib / "libtorch_cpu.so").stat() if (lib / "libtorch_cpu.so").exists() else None
+    return f"{torch.__version__}|{torch.version.git_version}|{stat and stat.st_size}"
+
+
+def _cache_key(cmd: list[str], sources: list[Path], build_id: str | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(cmd[1:]).encode())
     for src in sources:
         digest.update(src.name.encode() + b"\0" + src.read_bytes())
-    stat = (lib / "libtorch_cpu.so").stat() if (lib / "libtorch_cpu.so").exists() else None
-    digest.update(f"{torch.__version__}|{torch.version.git_version}|{stat and stat.st_size}".encode())
+    digest.update((build_id if build_id is not None else _torch_build_id()).encode())
     try:
         version = subprocess.run([cmd[0], "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
@@ -136,22 +161,25 @@ def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool
         FxExportError: no compiler, or the compile failed (the message holds the
             compiler's first errors).
     """
-    binary = cached_binary_path(cache_dir)
+    return _build(PROGRAM, cached_binary_path(cache_dir), [source_dir() / s for s in SOURCES], compile_command,
+                  force=force, verbose=verbose)
+
+
+def _build(program: str, binary: Path, sources: list[Path], command, *, force: bool, verbose: bool) -> Path:
     if binary.exists() and not force:  # renamed into place whole, so complete
         if not os.access(binary, os.X_OK):
             os.chmod(binary, os.stat(binary).st_mode | 0o111)
         return binary
-    sources = [source_dir() / s for s in SOURCES]
     binary.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(binary, suffix="") as tmp:
-        cmd = compile_command(sources[0], tmp)
+        cmd = command(sources[0], tmp)
         if verbose:
-            print("fxexport: building the C++ example:", " ".join(cmd), file=sys.stderr)
+            print(f"fxexport: building {program}:", " ".join(cmd), file=sys.stderr)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             errors = [line for line in proc.stderr.splitlines() if "error" in line][:5] or proc.stderr.splitlines()[-5:]
-            raise FxExportError(f"building {PROGRAM} failed ({' '.join(cmd[:1])} exit {proc.returncode}): "
+            raise FxExportError(f"building {program} failed ({' '.join(cmd[:1])} exit {proc.returncode}): "
                                 + " | ".join(errors))
     # atomic_path gives the file the umask's plain-file mode on rename: make it executable after.
     os.chmod(binary, os.stat(binary).st_mode | 0o111)
@@ -162,7 +190,7 @@ def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool
 
 def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathLike, *,
                     binary: str | os.PathLike | None = None, threads: int | None = None,
-                    timeout: float = 600) -> "OrderedDict[str, numpy.ndarray]":  # noqa: F821
+                    timeout: float = 600) -> OrderedDict[str, numpy.ndarray]:
     """Run ``artifact`` in the C++ program and read its outputs back, by name.
 
     Args:
@@ -178,11 +206,22 @@ def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathL
     Raises:
         FxExportError: the program failed (its stderr is in the message).
     """
-    from collections import OrderedDict
+    out = Path(out_dir)
+    paths = _write_inputs(inputs, out)
+    exe = Path(binary) if binary is not None else build_cpp_example()
+    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs")]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise FxExportError(f"{PROGRAM} exited {proc.returncode} on '{artifact}': {proc.stderr.strip()[-800:]}")
+    return _read_outputs(out / "outputs")
 
+
+def _write_inputs(inputs, out: Path) -> list[str]:
+    """Save a tensor / array, or a list of them, as ``out/input_<i>.npy``; return the paths."""
     import numpy as np
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     paths = []
@@ -191,16 +230,148 @@ def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathL
         p = out / f"input_{i}.npy"
         np.save(p, np.ascontiguousarray(array))
         paths.append(str(p))
-    exe = Path(binary) if binary is not None else build_cpp_example()
-    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs")]
+    return paths
+
+
+def _read_outputs(folder: Path) -> OrderedDict[str, numpy.ndarray]:
+    from collections import OrderedDict
+
+    import numpy as np
+
+    listing = json.loads((folder / "outputs.json").read_text())
+    return OrderedDict((o["name"], np.load(folder / o["file"])) for o in listing["outputs"])
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+
+
+def openvino_sdk() -> tuple[Path, Path, str]:
+    """``(include, libs, library)`` of the C++ SDK inside the installed ``openvino`` wheel.
+
+    ``library`` is the versioned file name to link (``libopenvino.so.2641``): the wheel
+    has no unversioned ``libopenvino.so``, hence ``-l:NAME``. The package is located
+    without importing it.
+
+    Raises:
+        FxExportError: openvino is not installed, or the package holds no C++ SDK.
+    """
+    spec = importlib.util.find_spec("openvino")
+    if spec is None or not spec.submodule_search_locations:
+        raise FxExportError("the openvino package is not installed: pip install 'fxexport[openvino]' "
+                            "(its wheel carries the C++ SDK the OpenVINO example builds against)")
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    include, libs = root / "include", root / "libs"
+    names = sorted((p.name for p in libs.glob("libopenvino.so.*")), key=lambda n: (len(n), n))
+    if not (include / "openvino" / "openvino.hpp").exists() or not names:
+        raise FxExportError(f"the openvino package at '{root}' has no C++ SDK (include/openvino/openvino.hpp and "
+                            "libs/libopenvino.so.*): install the PyPI wheel, pip install 'openvino>=2026.4'")
+    return include, libs, names[0]
+
+
+def openvino_compile_command(source: str | os.PathLike, output: str | os.PathLike, *, cxx: str | None = None,
+                             opt: str = "-O2") -> list[str]:
+    """The compiler command line that builds ``source`` into ``output`` against the installed openvino wheel."""
+    include, libs, library = openvino_sdk()
+    return [cxx or _compiler(), opt, "-std=c++17", "-I", str(include), str(source), "-o", str(output),
+            "-L", str(libs), f"-l:{library}", f"-Wl,-rpath,{libs}"]
+
+
+def _openvino_build_id() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    _, libs, library = openvino_sdk()
+    try:
+        dist = version("openvino")
+    except PackageNotFoundError:
+        dist = "?"
+    return f"openvino {dist}|{library}|{(libs / library).stat().st_size}"
+
+
+def cached_openvino_binary_path(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`build_openvino_example` keeps the program for the current sources, compiler and openvino."""
+    sources = [source_dir() / s for s in OPENVINO_SOURCES]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _cache_key(openvino_compile_command(sources[0], "OUT"), sources, _openvino_build_id())
+    return cache / f"{OPENVINO_PROGRAM}-{key}"
+
+
+def build_openvino_example(cache_dir: str | os.PathLike | None = None, *, force: bool = False,
+                           verbose: bool = False) -> Path:
+    """Path to the built ``fxexport_openvino`` program, compiling it only when needed.
+
+    Cached like :func:`build_cpp_example`: ``<cache_dir>/fxexport_openvino-<key>``,
+    the key hashing the source, the compile command, the compiler's version and
+    the openvino wheel (its version and library); written atomically. Building
+    takes about 5 s (the OpenVINO headers are small).
+
+    Args:
+        cache_dir: where to keep it (default :func:`default_cache_dir`).
+        force: rebuild even when a cached binary exists.
+        verbose: print the compile command and the time it took to stderr.
+
+    Raises:
+        FxExportError: openvino is not installed, no compiler, or the compile
+            failed (the message holds the compiler's first errors).
+
+    Example (where it would be kept, without building it):
+        >>> cached_openvino_binary_path("/tmp/fxexport-cache").name.startswith("fxexport_openvino-")
+        True
+    """
+    sources = [source_dir() / s for s in OPENVINO_SOURCES]
+    return _build(OPENVINO_PROGRAM, cached_openvino_binary_path(cache_dir), sources, openvino_compile_command,
+                  force=force, verbose=verbose)
+
+
+def run_openvino_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathLike, *,
+                         binary: str | os.PathLike | None = None, threads: int | None = None, device: str = "CPU",
+                         precision: str = "auto", bench: int = 0, warmup: int | None = None,
+                         timeout: float = 600) -> OrderedDict[str, numpy.ndarray]:
+    """Run ``artifact`` in the OpenVINO C++ program and read its outputs back, by name.
+
+    Args:
+        artifact: an ``.onnx`` file or an OpenVINO IR ``.xml`` (its ``.bin`` beside it).
+        inputs: a tensor / numpy array, or a list of them (written as .npy into ``out_dir``).
+        out_dir: folder for the inputs and the program's outputs (``out_dir/outputs``,
+            with ``outputs.json``).
+        binary: the program (default: :func:`build_openvino_example`).
+        threads: ``INFERENCE_NUM_THREADS`` for the program.
+        device: the OpenVINO device (``CPU``, ``GPU``, ``NPU``).
+        precision: ``auto`` (f32 inference precision for a float32 model), ``f32``
+            or ``as-is`` (the device's default, bf16 on CPUs with AMX).
+        bench: time this many runs after the warm-up; ``outputs.json`` then holds
+            ``times_ms`` and ``median_ms``.
+        warmup: untimed runs before the timed ones (the program's default: 10).
+
+    Returns:
+        ``OrderedDict`` flat output name -> numpy array, in the manifest's order.
+
+    Raises:
+        FxExportError: the program failed (its one-line error is in the message).
+
+    Example:
+        >>> import numpy as np
+        >>> out = run_openvino_example("r18.onnx", np.zeros((1, 3, 224, 224), "float32"), "run")  # doctest: +SKIP
+        >>> list(out)  # doctest: +SKIP
+        ['layer2', 'layer4']
+    """
+    out = Path(out_dir)
+    paths = _write_inputs(inputs, out)
+    exe = Path(binary) if binary is not None else build_openvino_example()
+    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs"), "--device", device,
+           "--precision", precision]
     if threads:
         cmd += ["--threads", str(threads)]
+    if bench:
+        cmd += ["--bench", str(bench)] + (["--warmup", str(warmup)] if warmup is not None else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise FxExportError(f"{PROGRAM} exited {proc.returncode} on '{artifact}': {proc.stderr.strip()[-800:]}")
-    listing = json.loads((out / "outputs" / "outputs.json").read_text())
-    return OrderedDict((o["name"], np.load(out / "outputs" / o["file"])) for o in listing["outputs"])
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise FxExportError(lines[-1] if lines else f"{OPENVINO_PROGRAM} exited {proc.returncode} on '{artifact}'")
+    return _read_outputs(out / "outputs")
 
 
-if __name__ == "__main__":  # python -m fxexport.cpp [CACHE_DIR]: build (if needed) and print the path
-    print(build_cpp_example(sys.argv[1] if len(sys.argv) > 1 else None, verbose=True))
+if __name__ == "__main__":  # python -m fxexport.cpp [--openvino] [CACHE_DIR]: build (if needed), print the path
+    _args = sys.argv[1:]
+    _build_fn = build_openvino_example if "--openvino" in _args else build_cpp_example
+    _args = [a for a in _args if a != "--openvino"]
+    print(_build_fn(_args[0] if _args else None, verbose=True))
