@@ -36,6 +36,7 @@ from torch import fx, nn
 from torch.fx.graph_module import _CodeOnlyModule, _format_import_block, _forward_from_src
 from torch.package import sys_importer
 
+from fxexport import _inplace
 from fxexport.errors import NodeNotFoundError, TraceError
 from fxexport.tracing import NodePathTracer, default_tracer_kwargs
 
@@ -96,9 +97,10 @@ def _trace(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: dict[
         where = (f"in module '{tracer.failed_module[0] or '<top level>'}' ({tracer.failed_module[1]})"
                  if tracer.failed_module else f"in {type(model).__name__}.forward")
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        leaf = tracer.failed_module[1] if tracer.failed_module else "..."
         raise TraceError(
             f"cannot trace {type(model).__name__} ({mode} mode) {where}: {first_line}. "
-            f"Make that module a leaf with leaf_modules=[{tracer.failed_module[1] if tracer.failed_module else '...'}], "
+            f"Make that module a leaf with leaf_modules=[{leaf}], "
             f"or wrap the failing function with tracer_kwargs={{'autowrap_functions': [fn]}}"
         ) from err
     return tracer, graph
@@ -195,6 +197,20 @@ class FeatureExtractor(fx.GraphModule):
     ``copy.deepcopy``, pickling and ``torch.save`` / ``torch.load`` keep both graphs
     and the switching.
 
+    A returned node's value is the value that node computed, even when a later
+    node changes that tensor in place (``nn.ReLU(inplace=True)``, ``x.relu_()``,
+    ``F.relu(x, inplace=True)``, a leaf module that writes to its input): such an
+    output is copied (a ``clone`` node right after its node) and the copy is
+    returned; nothing else is copied. This is the one deliberate difference from
+    torchvision, whose extractor returns the overwritten tensor. Writes by the
+    torch ops above are found when the extractor is built; whether a module or
+    function fxexport does not know (a custom leaf module, an auto-wrapped
+    function) writes to a returned tensor is decided by its version counter
+    during the first eager call in each mode, which returns correct values and
+    adds the copy for the calls after it. Call the extractor once before
+    ``torch.jit.script`` when ``inplace_probe_pending`` is not empty (the
+    exporters run it first anyway).
+
     Attributes:
         train_graph, eval_graph: the two :class:`torch.fx.Graph`.
         train_return_nodes, eval_return_nodes: ``{query: output name}`` per mode, in
@@ -202,18 +218,42 @@ class FeatureExtractor(fx.GraphModule):
         return_nodes_map: the current mode's ``{query: output name}``.
         resolved_nodes: ``{output name: node name}`` in the current mode
             (``"layer1"`` resolves to ``"layer1.1.relu_1"``).
+        copied_before_inplace: ``{output name: node name}`` in the current mode:
+            the outputs that are copied because a later node (named) overwrites
+            them in place, in output order.
+        inplace_probe_pending: the current mode's outputs that only a module or
+            function of unknown behaviour could overwrite; the first eager call
+            decides (and then this is empty).
 
     Build one with :func:`create_feature_extractor`.
+
+    Example:
+        >>> import torch, torchvision
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = torchvision.models.resnet18().eval()  # bn1 is followed by ReLU(inplace=True)
+        >>> extractor = create_feature_extractor(model, ["bn1", "layer1"])
+        >>> dict(extractor.copied_before_inplace)  # output -> the node that overwrites it
+        {'bn1': 'relu'}
+        >>> x = torch.rand(1, 3, 64, 64)
+        >>> with torch.no_grad():
+        ...     out, bn1 = extractor(x), model.bn1(model.conv1(x))
+        >>> torch.equal(out["bn1"], bn1), bool(out["bn1"].min() < 0)
+        (True, True)
+        >>> dict(create_feature_extractor(model, ["conv1", "layer1"]).copied_before_inplace)  # nothing overwrites conv1
+        {}
     """
 
     # TorchScript compiles properties unless told not to; these are Python-side metadata.
-    __jit_unused_properties__ = [*fx.GraphModule.__jit_unused_properties__, "return_nodes_map", "resolved_nodes"]
+    __jit_unused_properties__ = [*fx.GraphModule.__jit_unused_properties__, "return_nodes_map", "resolved_nodes",
+                                 "copied_before_inplace", "inplace_probe_pending"]
 
     def __init__(self, root: nn.Module, train_graph: fx.Graph, eval_graph: fx.Graph,
                  class_name: str = "GraphModule",
                  return_nodes: Mapping[str, Mapping[str, str]] | None = None,
                  resolved: Mapping[str, Mapping[str, str]] | None = None,
-                 training: bool = True) -> None:
+                 training: bool = True,
+                 inplace: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super(fx.GraphModule, self).__init__()
         self.__class__.__name__ = class_name  # per-instance class (fx.GraphModule.__new__), as torchvision does
         self._class_name = class_name
@@ -229,6 +269,12 @@ class FeatureExtractor(fx.GraphModule):
         self.eval_return_nodes = OrderedDict(rn.get("eval", {}))
         res = resolved or {}
         self._resolved = {"train": OrderedDict(res.get("train", {})), "eval": OrderedDict(res.get("eval", {}))}
+        # In-place bookkeeping, per mode: {output: overwriting node name}, outputs the first eager call
+        # decides, and {fx node name: node name} to name an overwriting node found then.
+        info = inplace or {}
+        self._copied = {m: OrderedDict(info.get("copied", {}).get(m, {})) for m in ("train", "eval")}
+        self._inplace_pending = {m: list(info.get("pending", {}).get(m, ())) for m in ("train", "eval")}
+        self._node_qualnames = {m: dict(info.get("qualnames", {}).get(m, {})) for m in ("train", "eval")}
         if train_graph._tracer_cls is not eval_graph._tracer_cls:
             raise TypeError("train and eval graphs must come from the same tracer class")
         tracer_cls = train_graph._tracer_cls
@@ -252,6 +298,55 @@ class FeatureExtractor(fx.GraphModule):
     def resolved_nodes(self) -> "OrderedDict[str, str]":
         return self._resolved["train" if self.training else "eval"]
 
+    @property
+    def copied_before_inplace(self) -> "OrderedDict[str, str]":
+        return self._copied["train" if self.training else "eval"]
+
+    @property
+    def inplace_probe_pending(self) -> tuple[str, ...]:
+        return tuple(self._inplace_pending["train" if self.training else "eval"])
+
+    # -- the first eager call decides the outputs only an unknown op could overwrite -------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        mode = "train" if self.training else "eval"
+        if not self._inplace_pending[mode] or not _inplace.can_probe(args, kwargs):
+            return super().__call__(*args, **kwargs)
+        outputs = self._output_nodes()
+        watch = {outputs[name] for name in self._inplace_pending[mode] if isinstance(outputs.get(name), fx.Node)}
+        found: dict[str, Any] = {}
+
+        def probing_forward(*a: Any, **kw: Any) -> Any:
+            out, found["changed"], found["snapshots"] = _inplace.probe(self, watch, a, kw)
+            return out
+
+        # Through nn.Module.__call__ (hooks run as usual), with this one call's forward swapped.
+        self.__dict__["forward"] = probing_forward
+        try:
+            result = super().__call__(*args, **kwargs)
+        finally:
+            self.__dict__.pop("forward", None)
+        if "changed" in found:
+            self._settle_probe(mode, outputs, found["changed"], found["snapshots"])
+        return result
+
+    def _output_nodes(self) -> "OrderedDict[str, Any]":
+        output = next(n for n in reversed(self.graph.nodes) if n.op == "output")
+        return OrderedDict(output.args[0])
+
+    def _settle_probe(self, mode: str, outputs: Mapping[str, Any], changed: Mapping[fx.Node, fx.Node],
+                      snapshots: Mapping[fx.Node, Any]) -> None:
+        if changed:
+            _inplace.insert_copies(self.graph, changed, examples=snapshots)
+            self.recompile()
+        names = self._node_qualnames[mode]
+        before = self._copied[mode]
+        self._copied[mode] = OrderedDict(
+            (out, names.get(changed[node].name, changed[node].name) if node in changed else before[out])
+            for out, node in outputs.items() if node in changed or out in before)
+        self._inplace_pending[mode] = []
+        self._node_qualnames[mode] = {}
+
     # -- copying and pickling keep both graphs ---------------------------------------------
 
     def _deepcopy_init(self):
@@ -263,7 +358,7 @@ class FeatureExtractor(fx.GraphModule):
         FeatureExtractor.__init__(
             res, fake_mod, state["train_graph"], state["eval_graph"], class_name=state["_class_name"],
             return_nodes={"train": state["train_return_nodes"], "eval": state["eval_return_nodes"]},
-            resolved=state["_resolved"], training=state["training"])
+            resolved=state["_resolved"], training=state["training"], inplace=_inplace_state(state))
 
     def __reduce__(self):
         body = self.__dict__.copy()
@@ -303,8 +398,13 @@ def _rebuild_feature_extractor(body: dict[str, Any], sources: dict[str, str],
     module = FeatureExtractor(
         root, graphs["train"], graphs["eval"], class_name=class_name,
         return_nodes={"train": body["train_return_nodes"], "eval": body["eval_return_nodes"]},
-        resolved=body["_resolved"], training=body["training"])
+        resolved=body["_resolved"], training=body["training"], inplace=_inplace_state(body))
     return module
+
+
+def _inplace_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {"copied": state.get("_copied", {}), "pending": state.get("_inplace_pending", {}),
+            "qualnames": state.get("_node_qualnames", {})}
 
 
 # ---------------------------------------------------------------------------------------
@@ -436,6 +536,7 @@ def create_feature_extractor(
     graphs: dict[str, fx.Graph] = {}
     ordered_nodes: dict[str, OrderedDict] = {}
     resolved: dict[str, OrderedDict] = {}
+    inplace: dict[str, dict[str, Any]] = {"copied": {}, "pending": {}, "qualnames": {}}
     try:
         for mode in ("train", "eval"):
             model.train(mode == "train")
@@ -443,12 +544,26 @@ def create_feature_extractor(
             _check_queries(per_mode[mode], list(tracer.node_to_qualname.values()), mode)
 
             outputs = _select_output_nodes(graph, tracer.node_to_qualname, per_mode[mode])
+            # Nodes whose result the model itself discards (`y.relu_()` as a statement): kept when
+            # they may write to a tensor that a kept node reads later.
+            statements = {n for n in graph.nodes if not n.users and n.op not in ("output", "placeholder")}
             for node in [n for n in graph.nodes if n.op == "output"]:
                 graph.erase_node(node)
             with graph.inserting_after(list(graph.nodes)[-1]):
                 graph.output(OrderedDict((out, node) for out, (_, node) in outputs.items()))
             graph.owning_module = model  # call_module purity checks in DCE look modules up here
-            graph.eliminate_dead_code()
+            training = mode == "train"
+            _inplace.eliminate_dead_code(graph, model, training, statements)
+            returned = OrderedDict((out, node) for out, (_, node) in outputs.items())
+            overwritten, undecided = _inplace.find_overwritten(graph, returned.values(), model, training)
+            _inplace.insert_copies(graph, overwritten)
+            names = tracer.node_to_qualname
+            inplace["copied"][mode] = OrderedDict(
+                (out, names.get(overwritten[node], overwritten[node].name))
+                for out, node in returned.items() if node in overwritten)
+            inplace["pending"][mode] = [out for out, node in returned.items() if node in undecided]
+            inplace["qualnames"][mode] = ({n.name: names[n] for n in graph.nodes if n in names}
+                                          if undecided else {})
 
             tracers[mode], graphs[mode] = tracer, graph
             ordered_nodes[mode] = OrderedDict((query, out) for out, (query, _) in outputs.items())
@@ -461,4 +576,4 @@ def create_feature_extractor(
 
     name = type(model).__name__ if isinstance(model, nn.Module) else getattr(model, "__name__", "GraphModule")
     return FeatureExtractor(model, graphs["train"], graphs["eval"], class_name=name,
-                            return_nodes=ordered_nodes, resolved=resolved, training=was_training)
+                            return_nodes=ordered_nodes, resolved=resolved, training=was_training, inplace=inplace)
