@@ -2,7 +2,10 @@
 
 For each model: the train and eval node lists are exactly torchvision's, and
 extractors for random node subsets return values equal (``torch.equal``) to
-torchvision's extractor on the same input. A representative handful runs in
+torchvision's extractor on the same input, except for the outputs a later node
+overwrites in place (``copied_before_inplace``): torchvision returns the
+overwritten tensor, fxexport the node's own value, which is compared with
+torchvision's extractor for that node alone (nothing after it runs there). A representative handful runs in
 ``make test``; every torchvision classification model, the segmentation models
 and the FPN backbone run in ``make test-all`` (``-m slow``).
 """
@@ -59,6 +62,34 @@ def assert_same_values(ours, theirs, path="out"):
         assert ours == theirs, path
 
 
+def own_value(model, node: str, x: torch.Tensor):
+    """``node``'s value as computed: torchvision's extractor for that node alone runs nothing after it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = tv_fx.create_feature_extractor(model, {node: "out"}, suppress_diff_warning=True)
+    with torch.no_grad():
+        return alone(x)["out"]
+
+
+def check_values(model, return_nodes: dict, x: torch.Tensor, name: str) -> dict:
+    """Our extractor against torchvision's; returns our ``copied_before_inplace``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        our_ex = create_feature_extractor(model, return_nodes, suppress_diff_warning=True)
+        their_ex = tv_fx.create_feature_extractor(model, return_nodes, suppress_diff_warning=True)
+    with torch.no_grad():
+        ours, theirs = our_ex(x), their_ex(x)
+    assert list(ours) == list(theirs), name
+    copied = dict(our_ex.copied_before_inplace)
+    node_of = {out: node for node, out in return_nodes.items()}
+    for out in theirs:
+        if out in copied:
+            assert_same_values(ours[out], own_value(model, node_of[out], x), f"{name}.{out} (own value)")
+        else:
+            assert_same_values(ours[out], theirs[out], f"{name}.{out}")
+    return copied
+
+
 def check_parity(name: str, n_subsets: int = 2, subset_size: int = 3) -> None:
     model = build(name)
     with warnings.catch_warnings():
@@ -74,17 +105,37 @@ def check_parity(name: str, n_subsets: int = 2, subset_size: int = 3) -> None:
     for _ in range(n_subsets):
         picked = rng.sample(candidates, min(subset_size, len(candidates)))
         return_nodes = {node: f"out{i}" for i, node in enumerate(picked)}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            our_ex = create_feature_extractor(model, return_nodes, suppress_diff_warning=True)
-            their_ex = tv_fx.create_feature_extractor(model, return_nodes, suppress_diff_warning=True)
-        with torch.no_grad():
-            assert_same_values(our_ex(x), their_ex(x), name)
+        check_values(model, return_nodes, x, name)
 
 
 @pytest.mark.parametrize("name", FAST_MODELS + ["resnet_fpn_backbone"])
 def test_parity_representative_models(name):
     check_parity(name)
+
+
+# (model, {node: output}, the outputs a later in-place op overwrites -> the node that does)
+OVERWRITTEN = [
+    ("resnet18", {"bn1": "bn1", "layer1": "layer1"}, {"bn1": "relu"}),
+    ("resnet18", {"layer2.0.bn1": "bn", "layer2.0.conv2": "conv"}, {"bn": "layer2.0.relu"}),
+    ("resnet18", {"layer1.0.add": "add", "layer1.1.conv1": "next"}, {"add": "layer1.0.relu_1"}),
+    ("mobilenet_v3_small", {"classifier.0": "fc", "classifier.3": "logits"}, {"fc": "classifier.1"}),
+    ("squeezenet1_0", {"features.3.squeeze": "squeeze", "features.3": "fire"},
+     {"squeeze": "features.3.squeeze_activation"}),
+]
+
+
+@pytest.mark.parametrize("name, return_nodes, expected", OVERWRITTEN)
+def test_parity_overwritten_nodes_keep_their_own_values(name, return_nodes, expected):
+    model, x = build(name), input_for(name)
+    assert check_values(model, return_nodes, x, name) == expected
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = tv_fx.create_feature_extractor(model, return_nodes, suppress_diff_warning=True)
+    with torch.no_grad():
+        their_out = theirs(x)
+    node_of = {out: node for node, out in return_nodes.items()}
+    for out in expected:  # torchvision hands back the overwritten tensor
+        assert not torch.equal(their_out[out], own_value(model, node_of[out], x)), out
 
 
 @pytest.mark.slow
