@@ -76,6 +76,12 @@ def _show(value: Any) -> str:
         return f"<{_kind(value)}>"
 
 
+def _show_text(text: str, limit: int = 200) -> str:
+    """repr of an untrusted string, cut in the middle past ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
+
+
 def _bad(where: str, expected: str, value: Any) -> VerificationError:
     if where == "":
         return VerificationError(f"manifest must be a JSON object, got {_show(value)} ({_kind(value)})")
@@ -442,7 +448,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     try:
         return Manifest.from_json(text)
     except VerificationError as err:
-        raise VerificationError(f"artifact '{path}' has a malformed fxexport manifest: {err}") from None
+        raise VerificationError(f"artifact '{path}': {err}") from None
 
 
 def _too_big(path: Path, size: int, where: str) -> VerificationError:
@@ -546,7 +552,14 @@ def onnx_external_files(path: str | os.PathLike, model: Any = None) -> list[Path
 '../secret.bin', outside the artifact's folder; external data must be a relative path inside that folder
     """
     p = Path(path)
+    try:
+        st = p.stat()
+        key = (os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        key = None
     if model is None:
+        if key is not None and key in _CHECKED_ONNX:  # verify asks for one file several times: parse it once
+            return list(_CHECKED_ONNX[key])
         model = _load_onnx_proto(p)
     folder = os.path.realpath(p.parent)
     files: dict[str, None] = {}
@@ -556,13 +569,24 @@ def onnx_external_files(path: str | os.PathLike, model: Any = None) -> list[Path
         entries = {e.key: e.value for e in tensor.external_data}
         location = entries.get("location", "")
         resolved = os.path.realpath(os.path.join(folder, location))
-        if _unsafe_location(location) or os.path.commonpath([folder, resolved]) != folder:
+        unsafe = _unsafe_location(location)
+        if unsafe or os.path.commonpath([folder, resolved]) != folder:
+            link = "" if unsafe else f" (a link to {_show_text(resolved)})"
             raise VerificationError(
-                f"artifact '{path}' is refused: {where} stores its data at {_show(location)}, outside the "
+                f"artifact '{path}' is refused: {where} stores its data at {_show_text(location)}{link}, outside the "
                 "artifact's folder; external data must be a relative path inside that folder"
             )
         files[resolved] = None
-    return [Path(f) for f in files]
+    checked = [Path(f) for f in files]
+    if key is not None and model is not None:
+        if len(_CHECKED_ONNX) >= 64:
+            _CHECKED_ONNX.clear()
+        _CHECKED_ONNX[key] = tuple(checked)
+    return checked
+
+
+# (real path, size, mtime, inode) of ONNX files already checked -> their external files.
+_CHECKED_ONNX: dict[tuple, tuple[Path, ...]] = {}
 
 
 def _read_zip_member(zf, name: str, path: Path, limit: int) -> bytes:
