@@ -77,6 +77,8 @@ __all__ = [
     "runner_for",
     "compare_tensors",
     "make_inputs",
+    "plan_inputs",
+    "input_budget",
     "RUNNERS",
 ]
 
@@ -681,6 +683,10 @@ def _ort_session_options():
 def _load_onnx(path: Path, manifest: Manifest) -> Session:
     import onnxruntime as ort
 
+    from fxexport.manifest import onnx_external_files
+
+    if Path(path).suffix.lower() == ".onnx":  # refuse external data outside the folder before onnxruntime reads it
+        onnx_external_files(path)
     session = ort.InferenceSession(str(path), _ort_session_options(), providers=["CPUExecutionProvider"])
     input_names = [i.name for i in session.get_inputs()]
 
@@ -770,24 +776,63 @@ def _dim_sizes(spec: TensorSpec, axis: int, dim: str, sizes: Mapping[str, Sequen
     return [base, base + DYNAMIC_DIM_STEP]
 
 
-def make_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Sequence[int]] | None = None,
-                seed: int = 0, base_shapes: Sequence[Sequence[int]] | None = None) -> list[tuple[torch.Tensor, ...]]:
-    """Seeded random input sets matching ``manifest.inputs``.
+#: Random inputs are refused above the larger of this and INPUT_BYTES_PER_ARTIFACT_BYTE x the artifact's size
+#: (see :func:`input_budget`): a 2 KB file whose manifest says ``[100000, 100000, 3]`` gets one line, not 120 GB.
+MAX_RANDOM_INPUT_BYTES = 256 << 20
+INPUT_BYTES_PER_ARTIFACT_BYTE = 64
 
-    Static dims come from the manifest. A dynamic dim takes its values from
-    ``sizes[dim_name]`` if given, else batch dims take 1 and 3, and other dynamic
-    dims (``height``, ``width``) the example size (``base_shapes``: one shape per
-    input, ints where known; else the manifest's ``extra["example_shapes"]``; else
-    224) and that plus 32. Input set
-    ``i`` uses the ``i``-th value of every list (cycling); there are
-    ``max(n_inputs, longest list)`` sets so every size is checked. Float inputs are
-    standard normal, integer inputs uniform in [0, 10), bool inputs random.
+
+def input_budget(paths: Sequence[str | Path]) -> int:
+    """Most bytes of random inputs :func:`verify` makes for these artifacts.
+
+    The larger of :data:`MAX_RANDOM_INPUT_BYTES` (256 MiB) and
+    :data:`INPUT_BYTES_PER_ARTIFACT_BYTE` (64) times their size on disk (an ONNX file's
+    external data included): a real model's inputs are small next to its weights, so
+    a manifest asking for more describes no model this file could be. The limit holds
+    for explicit ``sizes=`` too (static dims still come from the manifest); callers
+    who want more pass their own ``inputs=``.
+
+    Example:
+        >>> input_budget([]) == 256 * 2**20
+        True
+    """
+    from fxexport.manifest import onnx_external_files
+
+    total = 0
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            continue
+        total += p.stat().st_size
+        if p.suffix.lower() == ".onnx":
+            total += sum(f.stat().st_size for f in onnx_external_files(p) if f.is_file())
+    return max(MAX_RANDOM_INPUT_BYTES, INPUT_BYTES_PER_ARTIFACT_BYTE * total)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def plan_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Sequence[int]] | None = None,
+                base_shapes: Sequence[Sequence[int]] | None = None,
+                max_bytes: int | None = MAX_RANDOM_INPUT_BYTES) -> list[list[list[int]]]:
+    """The shapes :func:`make_inputs` would make (one list of input shapes per set), allocating nothing.
+
+    Raises:
+        VerificationError: the sets would take more than ``max_bytes`` (None: no limit);
+            the one-line message names the largest input and says what to pass instead.
+        InvalidInputError: bad ``n_inputs`` / ``sizes``.
 
     Example:
         >>> from fxexport.manifest import Manifest, TensorSpec
-        >>> m = Manifest("onnx", [TensorSpec("x", ["batch", 3, 8, 8])], [])
-        >>> [tuple(s[0].shape) for s in make_inputs(m, n_inputs=3)]
-        [(1, 3, 8, 8), (3, 3, 8, 8), (1, 3, 8, 8)]
+        >>> m = Manifest("onnx", [TensorSpec("x", [100000, 100000, 3])], [])
+        >>> plan_inputs(m)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: random inputs for this manifest would take 335.3 GB ...
     """
     if n_inputs < 1:
         raise InvalidInputError(f"n_inputs must be >= 1, got {n_inputs}")
@@ -809,12 +854,71 @@ def make_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Se
             f"(dynamic: {sorted(per_dim) or 'none'})"
         )
     count = max([n_inputs] + [len(v) for v in per_dim.values()])
+    plan = [[[per_dim[d][i % len(per_dim[d])] if isinstance(d, str) else int(d) for d in spec.shape]
+             for spec in manifest.inputs] for i in range(count)]
+    if max_bytes is not None:
+        _check_budget(manifest, plan, per_dim, max_bytes)
+    return plan
+
+
+def _check_budget(manifest: Manifest, plan: list[list[list[int]]], per_dim: Mapping[str, list[int]],
+                  max_bytes: int) -> None:
+    itemsize = [_torch_dtype(spec.dtype).itemsize for spec in manifest.inputs]
+
+    def nbytes(shape: Sequence[int], k: int) -> int:
+        return math.prod(shape) * itemsize[k]
+
+    total = sum(nbytes(shape, k) for shapes in plan for k, shape in enumerate(shapes))
+    if total <= max_bytes:
+        return
+    k, shape = max(((k, shape) for shapes in plan for k, shape in enumerate(shapes)), key=lambda e: nbytes(*e[::-1]))
+    spec = manifest.inputs[k]
+    smallest = sum(nbytes([1 if isinstance(d, str) else d for d in s.shape], j) for j, s in enumerate(manifest.inputs))
+    hint = "pass inputs= (your own tensors)"
+    if per_dim and smallest <= max_bytes:
+        now = ", ".join(f"{d}={v}" for d, v in per_dim.items())
+        example = ", ".join(f"{d!r}: [1]" for d in per_dim)
+        hint += f" or smaller sizes= for the dynamic dims (now {now}), e.g. sizes={{{example}}}"
+    elif per_dim:
+        hint += " (its static dims alone are over the limit)"
+    raise VerificationError(
+        f"random inputs for this manifest would take {_human_bytes(total)} ({len(plan)} set(s); input "
+        f"'{spec.name}' is {spec.dtype} {list(shape)}, {_human_bytes(nbytes(shape, k))}), over the "
+        f"{_human_bytes(max_bytes)} limit (verify makes at most the larger of {_human_bytes(MAX_RANDOM_INPUT_BYTES)} "
+        f"and {INPUT_BYTES_PER_ARTIFACT_BYTE}x the artifact's size): {hint}"
+    )
+
+
+def make_inputs(manifest: Manifest, *, n_inputs: int = 3, sizes: Mapping[str, Sequence[int]] | None = None,
+                seed: int = 0, base_shapes: Sequence[Sequence[int]] | None = None,
+                max_bytes: int | None = MAX_RANDOM_INPUT_BYTES) -> list[tuple[torch.Tensor, ...]]:
+    """Seeded random input sets matching ``manifest.inputs``.
+
+    Static dims come from the manifest. A dynamic dim takes its values from
+    ``sizes[dim_name]`` if given, else batch dims take 1 and 3, and other dynamic
+    dims (``height``, ``width``) the example size (``base_shapes``: one shape per
+    input, ints where known; else the manifest's ``extra["example_shapes"]``; else
+    224) and that plus 32. Input set
+    ``i`` uses the ``i``-th value of every list (cycling); there are
+    ``max(n_inputs, longest list)`` sets so every size is checked. Float inputs are
+    standard normal, integer inputs uniform in [0, 10), bool inputs random.
+
+    The manifest is untrusted: sets over ``max_bytes`` in all (default 256 MiB;
+    :func:`verify` allows :func:`input_budget`; None: no limit) are refused before
+    anything is allocated (see :func:`plan_inputs`).
+
+    Example:
+        >>> from fxexport.manifest import Manifest, TensorSpec
+        >>> m = Manifest("onnx", [TensorSpec("x", ["batch", 3, 8, 8])], [])
+        >>> [tuple(s[0].shape) for s in make_inputs(m, n_inputs=3)]
+        [(1, 3, 8, 8), (3, 3, 8, 8), (1, 3, 8, 8)]
+    """
+    plan = plan_inputs(manifest, n_inputs=n_inputs, sizes=sizes, base_shapes=base_shapes, max_bytes=max_bytes)
     gen = torch.Generator().manual_seed(int(seed))
     sets = []
-    for i in range(count):
+    for shapes in plan:
         tensors = []
-        for spec in manifest.inputs:
-            shape = [per_dim[d][i % len(per_dim[d])] if isinstance(d, str) else int(d) for d in spec.shape]
+        for spec, shape in zip(manifest.inputs, shapes):
             dtype = _torch_dtype(spec.dtype)
             if dtype.is_floating_point:
                 t = torch.randn(shape, generator=gen, dtype=torch.float32).to(dtype)
@@ -1013,6 +1117,10 @@ def verify(
                 f"'{p}' takes inputs {m.input_names} but '{paths[src]}' takes {manifest.input_names}; "
                 "verify artifacts of the same extractor together"
             )
+    # Untrusted shapes: refuse absurd random inputs before anything is built.
+    budget = input_budget(paths)
+    if inputs is None:
+        plan_inputs(manifest, n_inputs=n_inputs, sizes=sizes, base_shapes=base_shapes, max_bytes=budget)
 
     default_tol = Tolerance(rtol=float(rtol), atol=float(atol))
     patterns = _resolve_tolerances(tolerances)
@@ -1032,7 +1140,8 @@ def verify(
             pass
 
     if inputs is None:
-        input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed, base_shapes=base_shapes)
+        input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed, base_shapes=base_shapes,
+                                 max_bytes=budget)
     else:
         if sizes is not None:
             raise InvalidInputError("give either inputs= or sizes=, not both (sizes only shape the random inputs)")
@@ -1055,7 +1164,7 @@ def verify(
             notes.append(f"'{path.name}' has static input shape(s) {[sp.shape for sp in m.inputs]}: "
                          f"input(s) {skipped} not run on it")
         if not fit:
-            own = make_inputs(m, n_inputs=n_inputs, seed=seed)
+            own = make_inputs(m, n_inputs=n_inputs, seed=seed, max_bytes=budget)
             t0 = time.perf_counter()
             refs.extend(run_reference(extractor, own, m.mode, m.output_names))
             timings["reference"] += time.perf_counter() - t0
