@@ -566,10 +566,13 @@ def add_inspect_parser(sub) -> None:
     p = _command(
         sub, "inspect", cmd_inspect, "show what an exported artifact says about itself",
         "fxexport inspect out/resnet18.onnx\nfxexport inspect out/resnet18.pt --json",
-        "Show the manifest, inputs and outputs with shapes, file size, opset and exporter of an .onnx or "
-        "TorchScript file. A file fxexport did not write is shown as far as it can be read, then exit 2.",
+        "Show the manifest, inputs and outputs with shapes, file size, opset and exporter of an artifact "
+        "(.onnx, TorchScript .pt, AOTInductor .pt2, ExecuTorch .pte). Only the file's bytes are read: nothing "
+        "is imported, built or loaded (a TorchScript archive's forward signature comes from the source text in "
+        "its zip; a .pt2's shared library is not loaded, its recorded CPU features are shown). A file fxexport "
+        "did not write is shown as far as it can be read, then exit 2.",
     )
-    p.add_argument("artifact", metavar="ARTIFACT", help=".onnx or TorchScript file")
+    p.add_argument("artifact", metavar="ARTIFACT", help="an artifact file (.onnx, .pt, .pt2, .pte, ...)")
     _common(p, json_help="print the description as JSON")
 
 
@@ -582,7 +585,8 @@ def cmd_inspect(args) -> int:
         _print_json(info)
     elif args.quiet:
         for o in info["outputs"]:
-            sys.stdout.write(f"{o['name']}\t{_fmt_shape(o['shape'])}\t{o['dtype']}\n")
+            name = o["name"] if o["name"] is not None else "?"
+            sys.stdout.write(f"{name}\t{_fmt_shape(o['shape'])}\t{o['dtype']}\n")
     else:
         from rich.table import Table
 
