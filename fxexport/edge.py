@@ -294,6 +294,7 @@ def optimize(
     reps: int = 5,
     per_channel: bool = True,
     reduce_range: bool = False,
+    trust_model_spec: bool = False,
 ) -> EdgeReport:
     """Write edge variants of ``onnx_path``, verify each against the eager extractor, measure size and latency.
 
@@ -314,7 +315,10 @@ def optimize(
             dicts), or one :class:`Thresholds` for all; missing precisions take
             :data:`DEFAULT_THRESHOLDS`.
         extractor: the eager reference; default rebuilt from the manifest's model
-            spec (with ``weights``).
+            spec (with ``weights``), only for a spec
+            :func:`fxexport.models.check_rebuildable` accepts (``torchvision:`` /
+            ``timm:`` names with plain kwargs); a file or module spec is refused
+            before anything is written.
         inputs: verification inputs (a tensor, a tuple, or a list of sets);
             default ``n_inputs`` seeded random sets from the manifest (``seed``),
             which differ from the random calibration inputs (seed 1).
@@ -323,6 +327,9 @@ def optimize(
         blocks / reps: timing: median over ``blocks`` interleaved blocks of ``reps`` runs.
         per_channel / reduce_range: onnxruntime quantization options (per-channel
             int8 weights; 7-bit ranges for x86 CPUs without VNNI).
+        trust_model_spec: with no ``extractor``, use the manifest's model entry as
+            given: import and run the Python file or module it names. Only for
+            artifacts whose author you trust.
 
     Returns:
         An :class:`EdgeReport`; ``report.ok`` is False when some output of some
@@ -356,6 +363,10 @@ def optimize(
 
     manifest, notes = _source_manifest(src, extractor)
     has_manifest = not notes
+    if verify and extractor is None and not trust_model_spec:
+        from fxexport.models import check_rebuildable
+
+        check_rebuildable(manifest.model)  # refuse a spec that names code before writing any variant
     timings: dict[str, float] = {}
     calib_sets = None
     if int8 == "static":
@@ -443,7 +454,8 @@ def optimize(
                 set_onnx_manifest(stamped, manifest)
                 paths["fp32"] = Path(work) / src.name
                 onnx.save(stamped, str(paths["fp32"]))
-            _verify_variants(report, manifest, extractor, weights, input_sets, paths)
+            _verify_variants(report, manifest, extractor, weights, input_sets, paths,
+                             trust_model_spec=trust_model_spec)
         timings["verify"] = time.perf_counter() - t0
     if measure:
         t0 = time.perf_counter()
@@ -827,11 +839,12 @@ class _CachedReference:
 
 
 def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets,
-                     paths: Mapping[str, Path] | None = None) -> None:
+                     paths: Mapping[str, Path] | None = None, *, trust_model_spec: bool = False) -> None:
     from fxexport.verify import Tolerance, rebuild_extractor, run_reference, verify
 
     if extractor is None:
-        extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights))
+        extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights),
+                                         trust_model_spec=trust_model_spec)
     refs = run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
     names = list(refs[0])
     scale = {n: max(float(r[n].detach().abs().max()) if r[n].numel() else 0.0 for r in refs) for n in names}

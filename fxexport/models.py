@@ -10,10 +10,17 @@ A *spec* names a model builder:
 - ``package.module:callable`` -- a callable in an importable module.
 
 The callable must return an ``nn.Module``; when it has a ``seed`` parameter it is given
-``load_model``'s seed (the example models in ``models/`` seed themselves that way). Nothing is ever downloaded: with no weights the
-model gets a seeded random initialisation (the same spec and seed give the same model);
+``load_model``'s seed (the example models in ``models/`` seed themselves that way).
+Nothing is ever downloaded: with no weights the model gets a seeded random initialisation
+(the same spec and seed give the same model);
 with ``weights`` the state dict is read from a ``.safetensors`` file or a ``torch.save``
 file (``weights_only=True``, never full unpickling) and matched strictly.
+
+An artifact's manifest records the spec it was exported from. Rebuilding from that record
+alone (``fxexport verify FILE`` with no ``--model``) is allowed only when
+:func:`check_rebuildable` passes: a ``torchvision:`` / ``timm:`` registry name with plain
+JSON kwargs. A file or module spec names code, and fxexport never imports code on an
+artifact's word: :func:`model_from_info` refuses it unless ``trust_model_spec=True``.
 
 Example:
     >>> model = load_model("torchvision:resnet18", kwargs={"num_classes": 10}, seed=0)
@@ -34,12 +41,13 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -54,6 +62,8 @@ __all__ = [
     "weights_sha256",
     "model_info",
     "model_from_info",
+    "check_rebuildable",
+    "REFUSED_KWARGS",
     "extractor_from_info",
     "default_input_shape",
     "parse_model_kwargs",
@@ -243,7 +253,7 @@ def _load_file_module(path: str):
     sys.modules[module_name] = module  # dataclasses / pickling look the module up
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except BaseException:  # SystemExit / KeyboardInterrupt too: no half-imported module stays cached
         del sys.modules[module_name]
         raise
     return module
@@ -272,6 +282,16 @@ def _get_callable(module, attr: str, where: str) -> Callable[..., Any]:
 
 
 def _build(parsed: ModelSpec, kwargs: dict[str, Any], seed: int = 0) -> nn.Module:
+    try:
+        return _build_unguarded(parsed, kwargs, seed)
+    except SystemExit as exc:  # user code calling sys.exit() is a failed build, never a success
+        raise InvalidInputError(
+            f"building model {_q(str(parsed))} raised SystemExit({_q(exc.code, 60)}) (the model code called sys.exit) "
+            "instead of returning a torch.nn.Module"
+        ) from None
+
+
+def _build_unguarded(parsed: ModelSpec, kwargs: dict[str, Any], seed: int) -> nn.Module:
     if parsed.kind == "torchvision":
         return _build_torchvision(parsed.target, kwargs)
     if parsed.kind == "timm":
@@ -405,7 +425,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             if tuple(state[k].shape) != tuple(v.shape)
         ]
         if wrong:
-            problems.append("shape mismatch: " + "; ".join(wrong[:3]) + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+            more = f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            problems.append("shape mismatch: " + "; ".join(wrong[:3]) + more)
     if problems:
         raise InvalidInputError(f"weights file '{path}' does not match the model: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
@@ -451,22 +472,220 @@ def model_info(
     return info
 
 
-def model_from_info(info: dict[str, Any], *, weights: str | os.PathLike | None = None) -> nn.Module:
+#: Builder arguments a manifest may never pass, whatever their value: each one makes a builder
+#: read weights, a checkpoint or a cache from disk or the network. (fxexport itself passes
+#: ``weights=None`` / ``pretrained=False``.)
+REFUSED_KWARGS = frozenset({
+    "pretrained", "weights", "weights_backbone", "checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay",
+    "cache_dir",
+})
+_MAX_KWARGS_DEPTH = 4  # a list in a dict in the kwargs is depth 2
+_MAX_KWARGS_VALUES = 256
+_MAX_KWARGS_STRING = 64
+_MAX_KWARGS_INT = 2**31
+_MAX_LEAF_NAME = 200
+_PLAIN_STRING = re.compile(r"[^/\\:\x00-\x1f\x7f]*")  # no path separator, no scheme / drive colon, no control char
+_REGISTRY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+_HOW_TO_PROCEED = (
+    "name the model yourself (CLI: --model SPEC --node NODE=NAME; Python: extractor=), or, if you trust "
+    "whoever wrote the artifact, pass --trust-model-spec (Python: trust_model_spec=True) to use the recorded "
+    "spec as given"
+)
+
+
+def _q(value: Any, limit: int = 80) -> str:
+    """An untrusted value for a one-line message: repr (control characters escaped), cut to ``limit``."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return repr(text) if isinstance(value, str) else text
+
+
+def _model_entry(info: Any) -> tuple[str, dict[str, Any], int, list[str]]:
+    """``(spec, kwargs, seed, leaf_modules)`` of a manifest's model entry, with their types checked."""
+    if not isinstance(info, Mapping) or not info.get("spec"):
+        raise InvalidInputError(
+            "the artifact records no model spec; name the model yourself (CLI: --model SPEC --node NODE=NAME; "
+            "Python: extractor=)"
+        )
+    spec = info["spec"]
+    if not isinstance(spec, str):
+        raise InvalidInputError(f"the artifact's model spec {_q(spec)} is not a string; {_HOW_TO_PROCEED}")
+    kwargs = info.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidInputError(f"the artifact's model kwargs {_q(kwargs)} are not a JSON object; {_HOW_TO_PROCEED}")
+    seed = info.get("seed", 0) or 0
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise InvalidInputError(f"the artifact's model seed {_q(seed)} is not an int in [0, 2**63)")
+    leaves = info.get("leaf_modules") or []
+    if not isinstance(leaves, list) or not all(isinstance(n, str) and len(n) <= _MAX_LEAF_NAME for n in leaves):
+        raise InvalidInputError(f"the artifact's leaf_modules {_q(leaves)} is not a list of class names")
+    return spec, dict(kwargs), seed, list(leaves)
+
+
+def _check_value(spec: str, key: str, value: Any, depth: int, count: list[int]) -> None:
+    count[0] += 1
+    where = f"model kwarg '{key}' of the artifact's spec {_q(spec)}"
+    if count[0] > _MAX_KWARGS_VALUES or depth > _MAX_KWARGS_DEPTH:
+        raise InvalidInputError(
+            f"{where} is too large to rebuild from a manifest (at most {_MAX_KWARGS_VALUES} values, "
+            f"nested {_MAX_KWARGS_DEPTH} deep); {_HOW_TO_PROCEED}"
+        )
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > _MAX_KWARGS_INT:
+            raise InvalidInputError(f"{where} holds the int {_q(value)}, beyond +-2**31; {_HOW_TO_PROCEED}")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{where} holds the float {value!r}; only finite numbers; {_HOW_TO_PROCEED}")
+        return
+    if isinstance(value, str):
+        if len(value) > _MAX_KWARGS_STRING:
+            raise InvalidInputError(
+                f"{where} holds a string of {len(value)} characters (at most {_MAX_KWARGS_STRING}); {_HOW_TO_PROCEED}"
+            )
+        if not _PLAIN_STRING.fullmatch(value) or value.startswith("~"):
+            raise InvalidInputError(
+                f"{where} holds the string {_q(value)}, which could be a URL or a path (it has '/', '\\', ':', "
+                f"'~' or a control character); {_HOW_TO_PROCEED}"
+            )
+        if value and os.path.lexists(value):
+            raise InvalidInputError(
+                f"{where} holds the string {_q(value)}, which is an existing path; {_HOW_TO_PROCEED}"
+            )
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_value(spec, key, item, depth + 1, count)
+        return
+    if isinstance(value, Mapping):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"{where} has the non-string key {_q(k)}; {_HOW_TO_PROCEED}")
+            _check_value(spec, key, k, depth + 1, count)
+            _check_value(spec, key, item, depth + 1, count)
+        return
+    raise InvalidInputError(f"{where} is of type {type(value).__name__}, not a plain JSON value; {_HOW_TO_PROCEED}")
+
+
+def check_rebuildable(info: Mapping[str, Any]) -> None:
+    """Raise unless a manifest's ``model`` entry may be rebuilt on the artifact's word alone.
+
+    A manifest is untrusted input (the artifact may come from anyone), so rebuilding the
+    reference from it without the user naming the model is an allowlist:
+
+    - ``spec`` is ``torchvision:NAME`` with NAME in ``torchvision.models.list_models()``, or
+      ``timm:NAME`` with NAME (or the part before its first ``.``, a pretrained tag) in
+      ``timm.list_models()``. A file (``path.py:callable``) or module (``pkg.mod:callable``)
+      spec is code and is refused: fxexport never imports what an artifact names.
+    - ``kwargs`` is a JSON object whose keys are Python identifiers other than
+      :data:`REFUSED_KWARGS` (``pretrained``, ``weights``, ``weights_backbone``,
+      ``checkpoint_path``, ``pretrained_cfg``, ``pretrained_cfg_overlay``, ``cache_dir``:
+      refused whatever their value), and whose values are, recursively, only: ``null``,
+      ``true`` / ``false``, an int within +-2**31, a finite float, a string of at most 64
+      characters with no ``/``, ``\\``, ``:`` or control character, not starting with ``~``
+      and not naming an existing path (so no URL and no file), or a list / object of those
+      (object keys follow the string rule), nested at most 4 deep, 256 values in all.
+    - ``seed`` is an int; ``leaf_modules`` is a list of class names (they are matched only
+      against classes inside the built model, see :func:`resolve_leaf_modules`).
+
+    Anything else needs the user's word: name the model (``--model SPEC --node NODE=NAME``,
+    ``extractor=``) or opt in with ``--trust-model-spec`` / ``trust_model_spec=True``.
+
+    Raises:
+        InvalidInputError: the entry breaks the rule; the one-line message names the
+            recorded spec or value and says how to proceed.
+
+    Example:
+        >>> check_rebuildable({"spec": "torchvision:resnet18", "kwargs": {"num_classes": 10}})
+        >>> check_rebuildable({"spec": "subprocess:check_call", "kwargs": {"args": ["touch", "x"]}})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        fxexport.errors.InvalidInputError: the artifact records the model spec 'subprocess:check_call', a Python \
+module, and fxexport never imports code on an artifact's word; name the model yourself ...
+        >>> check_rebuildable({"spec": "torchvision:resnet18", "kwargs": {"pretrained": True}})
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        fxexport.errors.InvalidInputError: model kwarg 'pretrained' of the artifact's spec 'torchvision:resnet18' ...
+    """
+    spec, kwargs, _, _ = _model_entry(info)
+    try:
+        parsed = parse_spec(spec)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"the artifact records the model spec {_q(spec)}, which is not a spec: {err}") from None
+    if parsed.kind in ("file", "module"):
+        what = "Python file" if parsed.kind == "file" else "Python module"
+        raise InvalidInputError(
+            f"the artifact records the model spec {_q(spec)}, a {what}, and fxexport never imports code on an "
+            "artifact's word; name the model yourself (CLI: --model SPEC --node NODE=NAME; Python: extractor=), or, "
+            "if you trust whoever wrote the artifact, pass --trust-model-spec (Python: trust_model_spec=True), "
+            "which imports and runs that code"
+        )
+    name = parsed.target
+    if parsed.kind == "torchvision":
+        names = list_torchvision_models()
+        known = name in names
+    else:
+        try:
+            import timm
+        except ImportError:
+            raise InvalidInputError(
+                f"the artifact records the model spec {_q(spec)}, which needs timm, not installed here; "
+                "install it with `pip install timm`"
+            ) from None
+        names = timm.list_models()
+        known = bool(_REGISTRY_NAME.fullmatch(name)) and name.split(".", 1)[0] in names
+    if not known:
+        close = _closest(name, names) if len(name) <= _MAX_LEAF_NAME else []
+        raise InvalidInputError(
+            f"the artifact records the model spec {_q(spec)}, not a {parsed.kind} model name"
+            f"{_suggest(close, parsed.kind + ':')}; {_HOW_TO_PROCEED}"
+        )
+    count = [0]
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidInputError(f"the artifact's model kwargs have the key {_q(key)}, not an identifier; "
+                                    f"{_HOW_TO_PROCEED}")
+        if key in REFUSED_KWARGS:
+            raise InvalidInputError(
+                f"model kwarg '{key}' of the artifact's spec {_q(spec)} would make the builder read weights, a "
+                "checkpoint or a cache, which a manifest may not choose (fxexport never downloads); name the model "
+                "yourself (CLI: --model SPEC --weights FILE --node NODE=NAME; Python: extractor=)"
+            )
+        _check_value(spec, key, value, 1, count)
+
+
+def model_from_info(
+    info: dict[str, Any], *, weights: str | os.PathLike | None = None, trust_model_spec: bool = False
+) -> nn.Module:
     """Rebuild the model a manifest's ``model`` entry describes (eval mode).
 
+    The entry comes from an artifact, so it must pass :func:`check_rebuildable`
+    (registry specs with plain kwargs) unless ``trust_model_spec=True``, which uses the
+    recorded spec and kwargs as given: a file or module spec is then imported and run.
     When the artifact was exported with weights, ``weights`` must be given and its
     SHA-256 must equal the recorded one.
 
     Raises:
-        InvalidInputError: no spec recorded, weights missing or not the ones exported.
+        InvalidInputError: no spec recorded, a spec the rule refuses (the message says how
+            to proceed), weights missing or not the ones exported.
+
+    Example:
+        >>> model_from_info({"spec": "torchvision:resnet18", "kwargs": {"num_classes": 3}}).fc.out_features
+        3
     """
-    spec = (info or {}).get("spec")
-    if not spec:
-        raise InvalidInputError("the artifact records no model spec; pass the model explicitly (--model SPEC)")
+    if not trust_model_spec:
+        check_rebuildable(info)
+    spec, kwargs, seed, _ = _model_entry(info)
     recorded = info.get("weights_sha256")
+    if recorded is not None and not isinstance(recorded, str):
+        raise InvalidInputError(f"the artifact's weights_sha256 {_q(recorded)} is not a hex string")
     if weights is None and recorded:
         raise InvalidInputError(
-            f"the artifact was exported from '{spec}' with a weights file (sha256 {recorded[:12]}...); "
+            f"the artifact was exported from {_q(spec)} with a weights file (sha256 {_q(recorded[:12])}...); "
             "pass the same file with --weights FILE"
         )
     if weights is not None and recorded:
@@ -474,9 +693,9 @@ def model_from_info(info: dict[str, Any], *, weights: str | os.PathLike | None =
         if actual != recorded:
             raise InvalidInputError(
                 f"weights file '{weights}' (sha256 {actual[:12]}...) is not the one the artifact was "
-                f"exported with (sha256 {recorded[:12]}...)"
+                f"exported with (sha256 {_q(recorded[:12])}...)"
             )
-    return load_model(spec, kwargs=info.get("kwargs") or {}, weights=weights, seed=int(info.get("seed", 0) or 0))
+    return load_model(spec, kwargs=kwargs, weights=weights, seed=seed)
 
 
 def extractor_from_info(
@@ -485,19 +704,21 @@ def extractor_from_info(
     *,
     weights: str | os.PathLike | None = None,
     mode: str = "eval",
+    trust_model_spec: bool = False,
 ):
     """Rebuild the eager extractor an artifact was exported from.
 
     ``info`` is the manifest's ``model`` entry, ``nodes`` its node -> output map; the
-    leaf modules recorded in ``info`` are used for tracing. Returns the extractor in
-    ``mode`` ("eval" or "train").
+    leaf modules recorded in ``info`` are used for tracing (matched only against classes
+    inside the built model). Returns the extractor in ``mode`` ("eval" or "train").
+    ``trust_model_spec`` as in :func:`model_from_info`.
     """
     from fxexport.extractor import create_feature_extractor
 
     if not nodes:
         raise InvalidInputError("the artifact records no node map; pass the nodes explicitly (--node NODE=NAME)")
-    model = model_from_info(info, weights=weights)
-    leaves = resolve_leaf_modules(model, info.get("leaf_modules") or [])
+    model = model_from_info(info, weights=weights, trust_model_spec=trust_model_spec)
+    leaves = resolve_leaf_modules(model, _model_entry(info)[3])
     extractor = create_feature_extractor(model, dict(nodes), leaf_modules=leaves or None)
     return extractor.train(mode == "train")
 

@@ -652,13 +652,19 @@ def register_runner(key: str, runner: Runner) -> None:
 def runner_for(path: str | Path, manifest: Manifest | None = None) -> Runner:
     """The runner for an artifact: by manifest format, else by file suffix.
 
+    The manifest is untrusted, so its format may only pick a runner of the runtime the
+    file's suffix already selects (e.g. looser default thresholds for an fp16 variant);
+    it never makes an ``.onnx`` file load as TorchScript or as an AOTInductor library.
+
     Raises:
         VerificationError: nothing is registered for either.
     """
     p = Path(path)
-    if manifest is not None and manifest.format and manifest.format.lower() in RUNNERS:
-        return RUNNERS[manifest.format.lower()]
     runner = RUNNERS.get(p.suffix.lower())
+    fmt = manifest.format.lower() if manifest is not None and isinstance(manifest.format, str) else ""
+    chosen = RUNNERS.get(fmt) if fmt and not fmt.startswith(".") else None
+    if chosen is not None and runner is not None and chosen.runtime == runner.runtime:
+        return chosen
     if runner is None:
         raise VerificationError(
             f"no runtime can run '{path}' (format {manifest.format if manifest else '?'}); "
@@ -977,12 +983,18 @@ def _flatten_reference(outputs: Any, manifest_names: Sequence[str]) -> "OrderedD
     return OrderedDict(zip(manifest_names, items))
 
 
-def rebuild_extractor(manifest: Manifest, weights: str | None):
-    """``(extractor, model)`` rebuilt from the manifest's model entry and node map (fxexport.edge uses it too)."""
+def rebuild_extractor(manifest: Manifest, weights: str | None, *, trust_model_spec: bool = False):
+    """``(extractor, model)`` rebuilt from the manifest's model entry and node map (fxexport.edge uses it too).
+
+    The manifest is untrusted: its model entry must pass :func:`fxexport.models.check_rebuildable`
+    (a ``torchvision:`` / ``timm:`` name with plain kwargs) unless ``trust_model_spec=True``,
+    which imports and runs a file or module spec it names. Leaf-module names are matched only
+    against classes inside the built model, never imported.
+    """
     from fxexport.extractor import create_feature_extractor
     from fxexport.models import model_from_info, resolve_leaf_modules
 
-    if not manifest.model or not manifest.model.get("spec"):
+    if not isinstance(manifest.model, Mapping) or not manifest.model.get("spec"):
         raise InvalidInputError(
             "no extractor given and the artifact records no model spec; pass extractor= "
             "(CLI: --model SPEC --node NODE=NAME)"
@@ -990,7 +1002,7 @@ def rebuild_extractor(manifest: Manifest, weights: str | None):
     if not manifest.nodes:
         raise InvalidInputError("no extractor given and the artifact records no node map; pass extractor= "
                                 "(CLI: --model SPEC --node NODE=NAME)")
-    model = model_from_info(manifest.model, weights=weights)
+    model = model_from_info(manifest.model, weights=weights, trust_model_spec=trust_model_spec)
     leaves = resolve_leaf_modules(model, manifest.model.get("leaf_modules") or [])
     extractor = create_feature_extractor(model, dict(manifest.nodes), leaf_modules=leaves or None)
     return extractor.train(manifest.mode == "train"), model
@@ -1047,6 +1059,7 @@ def verify(
     seed: int = 0,
     weights: str | Path | None = None,
     tolerances: Tolerance | Mapping[str, Tolerance | Mapping[str, Any]] | None = None,
+    trust_model_spec: bool = False,
 ) -> VerifyReport:
     """Run exported artifacts and the eager extractor on the same inputs; compare every output.
 
@@ -1055,7 +1068,11 @@ def verify(
             list of them (each is run in its runtime and compared with the same reference).
         extractor: the eager reference (a module returning the dict of outputs).
             When omitted it is rebuilt from the manifest's model spec and node map,
-            with ``weights`` (required when the export recorded a weights file).
+            with ``weights`` (required when the export recorded a weights file), but
+            only for a spec :func:`fxexport.models.check_rebuildable` accepts (a
+            ``torchvision:`` / ``timm:`` name with plain kwargs): the manifest is
+            untrusted, and a file or module spec it names is never imported unless
+            ``trust_model_spec=True``.
         inputs: a tensor, a tuple of tensors (one input set) or a list of input
             sets; default: ``n_inputs`` seeded random sets matching the manifest,
             covering other sizes of every dynamic dim (see :func:`make_inputs`).
@@ -1073,6 +1090,12 @@ def verify(
         tolerances: per-output thresholds: ``{"feat*": Tolerance(min_cosine=0.999, rtol=1e-2)}``
             (exact names, then glob patterns), a single :class:`Tolerance` for all,
             or a dict of Tolerance fields for all.
+        trust_model_spec: with no ``extractor``, use the manifest's model entry as given:
+            import and run the Python file or module it names (``path.py:callable``,
+            ``pkg.mod:callable``) and pass its kwargs unchecked. Only for artifacts whose
+            author you trust. The artifact itself is always run: an ``.onnx`` in
+            onnxruntime is data, but a TorchScript ``.pt`` is a program and an
+            AOTInductor ``.pt2`` loads a compiled shared library (native code).
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is True when every output of every
@@ -1082,7 +1105,8 @@ def verify(
         VerificationError: an artifact is missing, unreadable or carries no manifest,
             or the reference returns something that cannot be compared.
         InvalidInputError: bad arguments (inputs, sizes, runtimes, tolerances,
-            no extractor and no model spec, wrong weights).
+            no extractor and no model spec, a recorded spec refused without
+            ``trust_model_spec``, wrong weights).
     """
     t_start = time.perf_counter()
     paths = [Path(artifact)] if isinstance(artifact, (str, Path)) else [Path(a) for a in artifact]
@@ -1128,7 +1152,8 @@ def verify(
     timings: dict[str, float] = {}
 
     if extractor is None:
-        extractor, model = rebuild_extractor(manifest, None if weights is None else str(weights))
+        extractor, model = rebuild_extractor(manifest, None if weights is None else str(weights),
+                                             trust_model_spec=trust_model_spec)
         timings["rebuild"] = time.perf_counter() - t_start
         try:  # the model's usual input size, for dynamic dims nothing else gives a size to
             from fxexport.models import default_input_shape

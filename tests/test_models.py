@@ -200,16 +200,19 @@ def test_model_info_and_rebuild(net_and_files):
     assert info == {"spec": spec("multitask"), "kwargs": {"num_classes": 10},
                     "weights_sha256": weights_sha256(d / "w.pt"), "seed": 7}
     assert len(info["weights_sha256"]) == 64
-    rebuilt = model_from_info(info, weights=d / "w.pt")
+    # a file spec is code: rebuilt only on the user's word (trust_model_spec=True, see tests/test_trust.py)
+    with pytest.raises(InvalidInputError, match="a Python file, and fxexport never imports code"):
+        model_from_info(info, weights=d / "w.pt")
+    rebuilt = model_from_info(info, weights=d / "w.pt", trust_model_spec=True)
     assert torch.equal(rebuilt.cls_head.fc.weight, model.cls_head.fc.weight)
     with pytest.raises(InvalidInputError, match="pass the same file with --weights"):
-        model_from_info(info)
+        model_from_info(info, trust_model_spec=True)
     with pytest.raises(InvalidInputError, match="is not the one the artifact was exported with"):
-        model_from_info(info, weights=d / "wrapped.pt")
+        model_from_info(info, weights=d / "wrapped.pt", trust_model_spec=True)
     with pytest.raises(InvalidInputError, match="records no model spec"):
         model_from_info({})
     # no weights recorded: the seed rebuilds the same random model
-    seeded = model_from_info(model_info(spec("multitask"), seed=7))
+    seeded = model_from_info(model_info(spec("multitask"), seed=7), trust_model_spec=True)
     assert torch.equal(seeded.cls_head.fc.weight, model.cls_head.fc.weight)
 
 
@@ -240,7 +243,7 @@ def test_needs_leaf_model_traces_only_with_leaf():
         resolve_leaf_modules(model, ["Gat"])
     # the leaf modules travel in the manifest's model entry
     info = model_info(spec("needs_leaf"), leaf_modules=["Gate"])
-    rebuilt = extractor_from_info(info, {"gate": "gated"})
+    rebuilt = extractor_from_info(info, {"gate": "gated"}, trust_model_spec=True)
     assert torch.equal(rebuilt(torch.ones(1, 3, 32, 32))["gated"], extractor(torch.ones(1, 3, 32, 32))["gated"])
 
 

@@ -547,12 +547,12 @@ def test_reference_rebuilt_from_manifest(tmp_path):
     export_onnx(ext, (torch.randn(2, 3, 64, 64),), path, dynamic=("batch",), exporter="torchscript",
                 model_info=model_info(spec, weights=weights))
     assert read_manifest(str(path)).model["spec"] == spec
-    report = verify(path, n_inputs=2, weights=weights)
+    report = verify(path, n_inputs=2, weights=weights, trust_model_spec=True)  # a file spec: the user trusts it
     assert report.ok, report.render()
     assert [c.name for c in report.checks[:2]] == ["mid", "logits"]
     assert report.inputs == [[[1, 3, 64, 64]], [[3, 3, 64, 64]]]
     with pytest.raises(InvalidInputError, match="weights"):
-        verify(path, n_inputs=1)  # exported with a weights file: it must be given
+        verify(path, n_inputs=1, trust_model_spec=True)  # exported with a weights file: it must be given
     # an extractor that is not the exported one is caught
     with torch.no_grad():
         model.cls_head.fc.weight.mul_(1.01)
