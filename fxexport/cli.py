@@ -518,39 +518,61 @@ fxexport verify out/model.onnx --weights model.safetensors --atol 1e-5 --report 
 fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --node layer4=feat4""",
         "Run each artifact in its runtime (onnxruntime for .onnx, torch.jit for TorchScript) and the "
         "eager extractor on the same inputs; compare every output. Exit 0 when all pass, 1 on a mismatch. "
-        "The model and nodes are read from the artifact's manifest unless --model/--node are given.",
+        "The model and nodes are read from the artifact's manifest unless --model/--node are given; a manifest "
+        "is untrusted, so only its torchvision:/timm: specs with plain kwargs are rebuilt (a file or module spec "
+        "needs --model or --trust-model-spec).",
     )
     p.add_argument("artifacts", metavar="ARTIFACT", nargs="+", help=".onnx or TorchScript file written by fxexport")
     _model_options(p, positional=False)
     p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", default=None,
                    help="with --model: the nodes the artifact returns; repeatable")
+    _trust_option(p)
     _tolerance_options(p)
     p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
     _common(p, json_help="print the report as JSON")
+
+
+_TRUST_HELP = ("import and run the Python file or module that the artifact's manifest names as its model "
+               "(a 'path.py:callable' or 'package.module:callable' spec) and pass its recorded kwargs unchecked; "
+               "only for artifacts whose author you trust. Without it, only torchvision:/timm: specs with plain "
+               "kwargs are rebuilt from a manifest; --model works on any artifact")
+
+
+def _trust_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-model-spec", action="store_true", help=_TRUST_HELP)
+
+
+def _explicit_extractor(args):
+    """The extractor of ``--model SPEC --node ...``, or None when the manifest names the model."""
+    if args.model:
+        from fxexport.extractor import create_feature_extractor
+
+        if args.trust_model_spec:
+            raise CliError("--trust-model-spec is about the model spec recorded in the artifact; with --model "
+                           "you name the model yourself, so drop one of them")
+        if not args.node:
+            raise CliError("--model needs the nodes the artifact returns: --node NODE=NAME (repeatable)")
+        nodes = _return_nodes(args.node)
+        model, leaves, _ = _load(args)
+        with _step(args, "Tracing..."):
+            return create_feature_extractor(model, nodes, leaf_modules=leaves or None).eval()
+    if args.node:
+        raise CliError("--node needs --model (without them the model and nodes come from the manifest)")
+    if args.model_kwargs or args.leaf_module:
+        raise CliError("--model-kwargs and --leaf-module need --model (the manifest records its own)")
+    return None
 
 
 def cmd_verify(args) -> int:
     from fxexport._io import atomic_path
     from fxexport.verify import verify
 
-    extractor = None
-    if args.model:
-        from fxexport.extractor import create_feature_extractor
-
-        if not args.node:
-            raise CliError("--model needs the nodes the artifact returns: --node NODE=NAME (repeatable)")
-        nodes = _return_nodes(args.node)
-        model, leaves, _ = _load(args)
-        with _step(args, "Tracing..."):
-            extractor = create_feature_extractor(model, nodes, leaf_modules=leaves or None).eval()
-    elif args.node:
-        raise CliError("--node needs --model (without them the model and nodes come from the manifest)")
-    elif args.model_kwargs or args.leaf_module:
-        raise CliError("--model-kwargs and --leaf-module need --model (the manifest records its own)")
+    extractor = _explicit_extractor(args)
     with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
         report = verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
                                  n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
-                                 weights=args.weights if extractor is None else None)
+                                 weights=args.weights if extractor is None else None,
+                                 trust_model_spec=args.trust_model_spec)
     if args.report:
         with atomic_path(args.report) as tmp:
             tmp.write_text(report.to_json())
@@ -819,7 +841,7 @@ fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-co
         "Write variants of an .onnx file written by `fxexport export` next to it (or into -o DIR): "
         "onnxruntime-optimized (always), float16, int8 (dynamic or static QDQ, calibrated on a folder of "
         ".npy inputs or on N seeded random ones) and ORT format. Each keeps the output names and the "
-        "manifest, is verified against the eager extractor (rebuilt from the manifest) per output "
+        "manifest, is verified against the eager extractor (rebuilt from the manifest, or --model) per output "
         "(cosine, max error relative to the output's range) and is timed in onnxruntime against the fp32 "
         "file. Exit 0 when every variant is within its thresholds, 1 otherwise.",
     )
@@ -833,7 +855,10 @@ fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-co
                      help="static int8: calibrate on N seeded random inputs (default 16)")
     p.add_argument("--ort-format", action="store_true", help="also write each variant in ORT format (.ort)")
     p.add_argument("-o", "--out-dir", metavar="DIR", default=None, help="where to write (default: beside the model)")
-    p.add_argument("--weights", metavar="FILE", default=None, help="weights of the model recorded in the manifest")
+    _model_options(p, positional=False)
+    p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", default=None,
+                   help="with --model: the nodes the ONNX file returns; repeatable")
+    _trust_option(p)
     t = p.add_argument_group("thresholds (fail only below them; default per precision: fp32 0.9999/1e-3, "
                              "fp16 0.999/0.02, int8 0.98/0.25)")
     t.add_argument("--min-cosine", type=_nonneg_float, default=None,
@@ -856,11 +881,14 @@ def cmd_optimize(args) -> int:
     if args.min_cosine is not None or args.max_error is not None:
         override = {k: v for k, v in (("min_cosine", args.min_cosine), ("max_error", args.max_error)) if v is not None}
         thresholds = {"fp16": override, "int8": override}
+    extractor = _explicit_extractor(args)
     with _step(args, f"Writing and verifying variants of {args.onnx}..."):
         report = optimize(args.onnx, fp16=args.fp16, int8=args.int8, calibration=args.calibration,
                           calibration_random=args.calibration_random, ort_format=args.ort_format,
-                          out_dir=args.out_dir, thresholds=thresholds, weights=args.weights,
-                          n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing)
+                          out_dir=args.out_dir, thresholds=thresholds, extractor=extractor,
+                          weights=args.weights if extractor is None else None,
+                          n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing,
+                          trust_model_spec=args.trust_model_spec)
     if args.report:
         report.to_json(args.report)
     if args.json:
@@ -934,9 +962,18 @@ def main(argv: list[str] | None = None) -> int:
             if not args.debug:
                 _quiet_warnings()
             return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C: files are written atomically, so nothing partial is left behind
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    except SystemExit as exc:  # argparse exits while parsing, above: this one came from user code (a model builder)
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        code = " ".join(repr(exc.code).split())[:60]
+        sys.stderr.write(f"{PROG}: error: the model code called sys.exit({code}) during '{args.command}'; "
+                         "a model that exits is a failed build, not a success\n")
+        return 2
     except BrokenPipeError:  # `fxexport nodes ... | head`
         return 0
     except Exception as err:  # noqa: BLE001 - every failure becomes one line (traceback with --debug)

@@ -80,7 +80,8 @@ def test_export_writes_named_outputs_and_verifies(exported):
 def test_verify_reads_model_from_manifest(exported, tmp_path):
     _, onnx_path, ts_path = exported
     report = tmp_path / "report.json"
-    ok = fx("verify", str(onnx_path), str(ts_path), "--n-inputs", "1", "--report", str(report))
+    # the manifest names a file spec (models/multitask.py): imported only with --trust-model-spec
+    ok = fx("verify", str(onnx_path), str(ts_path), "--n-inputs", "1", "--report", str(report), "--trust-model-spec")
     assert ok.returncode == 0, ok.stderr
     assert "features" in ok.stdout and json.loads(report.read_text())["ok"] is True
 
@@ -296,10 +297,11 @@ def test_weights_flow_export_then_verify_needs_same_weights(tmp_path, capsys):
     assert len(info["manifest"]["model"]["weights_sha256"]) == 64
     assert info["outputs"] == [{"name": "logits", "shape": [2, 4], "dtype": "float32"}]
 
-    assert main(["verify", str(onnx_path), "--n-inputs", "1"]) == 2
+    trust = "--trust-model-spec"  # the manifest names a file spec (models/multitask.py)
+    assert main(["verify", str(onnx_path), "--n-inputs", "1", trust]) == 2
     assert "pass the same file with --weights" in capsys.readouterr().err
-    assert main(["verify", str(onnx_path), "--weights", str(other), "--n-inputs", "1"]) == 2
+    assert main(["verify", str(onnx_path), "--weights", str(other), "--n-inputs", "1", trust]) == 2
     assert "is not the one the artifact was exported with" in capsys.readouterr().err
     assert main(["verify", str(onnx_path), str(ts_path), "--weights", str(weights), "--n-inputs", "1",
-                 "--atol", "1e-5", "--rtol", "1e-4", "--json"]) == 0
+                 "--atol", "1e-5", "--rtol", "1e-4", "--json", trust]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True

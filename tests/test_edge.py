@@ -141,7 +141,8 @@ def test_report_json_and_table(r18, tmp_path):
 
 def test_multitask_calibration_folder_and_model_spec_reference(multitask, tmp_path):
     src, _, calib = multitask
-    report = optimize(src, fp16=True, int8="static", calibration=calib, out_dir=tmp_path, measure=False)
+    report = optimize(src, fp16=True, int8="static", calibration=calib, out_dir=tmp_path, measure=False,
+                      trust_model_spec=True)  # the manifest names models/multitask.py: the test trusts it
     assert report.ok, report.render()
     names = ["features", "logits", "seg", "depth"]
     for v in report.variants[1:]:
@@ -269,7 +270,7 @@ def test_cli_optimize(multitask, tmp_path, capsys):
     src, _, calib = multitask
     out = tmp_path / "edge"
     code = main(["optimize", str(src), "--int8", "static", "--calibration", str(calib), "--ort-format",
-                 "-o", str(out), "--no-timing", "--report", str(tmp_path / "r.json"), "--quiet"])
+                 "-o", str(out), "--no-timing", "--report", str(tmp_path / "r.json"), "--quiet", "--trust-model-spec"])
     printed = capsys.readouterr().out.split()
     assert code == 0 and printed[-1] == "ok"
     assert sorted(Path(p).name for p in printed[:-1]) == sorted(
@@ -280,10 +281,11 @@ def test_cli_optimize(multitask, tmp_path, capsys):
     # the ORT-format file verifies on its own (manifest beside it, .ort runner)
     from fxexport import verify
 
-    assert verify(out / "mt.int8-static.ort", tolerances={"min_cosine": 0.98, "max_mismatch": 1.0}).ok
+    assert verify(out / "mt.int8-static.ort", tolerances={"min_cosine": 0.98, "max_mismatch": 1.0},
+                  trust_model_spec=True).ok
     # thresholds the variant cannot meet: exit 1; bad input: exit 2 with one line
     assert main(["optimize", str(src), "--int8", "static", "--calibration-random", "2", "-o", str(out),
-                 "--min-cosine", "0.9999999", "--no-timing", "--quiet"]) == 1
+                 "--min-cosine", "0.9999999", "--no-timing", "--quiet", "--trust-model-spec"]) == 1
     capsys.readouterr()
     assert main(["optimize", str(src), "--calibration", str(calib)]) == 2
     err = capsys.readouterr().err.strip()
