@@ -15,7 +15,8 @@ Usage:
     >>> import torch
     >>> from fxexport import create_feature_extractor
     >>> from models.rgbd import build, example_inputs
-    >>> ex = create_feature_extractor(build(), {"fuse": "fused", "seg_head.interpolate": "seg", "refine.sigmoid": "depth"})
+    >>> nodes = {"fuse": "fused", "seg_head.interpolate": "seg", "refine.sigmoid": "depth"}
+    >>> ex = create_feature_extractor(build(), nodes)
     >>> rgb, depth = example_inputs(batch=2)
     >>> {k: tuple(v.shape) for k, v in ex(rgb, depth).items()}
     {'fused': (2, 32, 16, 16), 'seg': (2, 5, 64, 64), 'depth': (2, 1, 64, 64)}
