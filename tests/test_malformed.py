@@ -172,7 +172,7 @@ def _assert_typed_or_ok(data) -> None:
     Manifest.from_json(manifest.to_json())  # what was accepted is a manifest that round-trips
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(MANIFEST_LIKE)
 def test_fuzz_random_json_shapes_only_raise_the_typed_error(data):
     _assert_typed_or_ok(data)
