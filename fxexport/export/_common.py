@@ -192,6 +192,9 @@ class Plan:
     export_inputs: tuple[torch.Tensor, ...]  # example with every dynamic dim >= 2
     probes: list[tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]] = field(default_factory=list)
     output_shapes: list[list[int | str]] = field(default_factory=list)
+    #: outputs whose eager value changes between two runs on the same input (random ops), with the
+    #: largest difference seen; found only after an artifact's value mismatch (see :meth:`compare`)
+    nondeterministic: dict[str, float] = field(default_factory=dict)
 
     @property
     def training(self) -> bool:
@@ -215,7 +218,43 @@ class Plan:
                     f"{what} fails on inputs of shape {[tuple(t.shape) for t in inputs]}: {_first_line(err)}"
                 ) from err
             got = [got] if isinstance(got, torch.Tensor) else list(got)
-            compare_outputs(what, self.spec.names, expected, got, check_values=True)
+            self.compare(what, inputs, expected, got, check_values=True)
+
+    def compare(self, where: str, inputs: tuple[torch.Tensor, ...], expected: Sequence[torch.Tensor],
+                got: Sequence[Any], *, check_values: bool) -> None:
+        """:func:`compare_outputs` of an artifact's outputs at ``inputs`` with the eager ones, telling a
+        nondeterministic reference from a broken export.
+
+        Only after a value mismatch does the eager extractor run again on the same inputs; an
+        output that differs from its own first run (random ops such as ``torch.rand_like``) is
+        then checked for name, shape and dtype only, recorded in :attr:`nondeterministic` (the
+        exporters store it as ``manifest.extra["nondeterministic_outputs"]``) and warned about
+        once. A mismatch of an output that the second run reproduces is a broken export
+        (:class:`ExportError`). A faithful export pays nothing extra.
+        """
+        before = set(self.nondeterministic)
+        compare_outputs(where, self.spec.names, expected, got, check_values=check_values,
+                        rerun=lambda: self.rerun(inputs), unstable=self.nondeterministic)
+        new = [n for n in self.spec.names if n in self.nondeterministic and n not in before]
+        if new:
+            warnings.warn(
+                f"the extractor's output(s) {', '.join(repr(n) for n in new)} differ between two eager "
+                f"runs on the same input (up to {max(self.nondeterministic[n] for n in new):.3g}): the model is "
+                "nondeterministic (random ops, noise or dropout active in "
+                f"{'train' if self.training else 'eval'} mode); the export is checked for their names, shapes "
+                "and dtypes only, and verification will report them", stacklevel=3)
+
+    def rerun(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The eager extractor's flat outputs at ``inputs``, computed again."""
+        with preserved_state(self.extractor):
+            return tuple(t.detach() for t in flatten(self.spec, run_eager(self.extractor, inputs)))
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """What the self-check learned that the manifest should record: ``{"nondeterministic_outputs":
+        [names in output order]}`` when some outputs are nondeterministic, else ``{}``."""
+        if not self.nondeterministic:
+            return {}
+        return {"nondeterministic_outputs": [n for n in self.spec.names if n in self.nondeterministic]}
 
 
 def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: Sequence[str] | None) -> Plan:
@@ -324,28 +363,77 @@ def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | s
 
 
 def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.Tensor], got: Sequence[Any],
-                    *, check_values: bool, rel: float = 1e-2) -> None:
+                    *, check_values: bool, rel: float = 1e-2,
+                    rerun: Callable[[], Sequence[torch.Tensor]] | None = None,
+                    unstable: dict[str, float] | None = None) -> None:
     """Check count, shapes and (loosely: this catches swapped or garbage outputs, not
-    precision, which :mod:`fxexport.verify` measures) values, by name."""
+    precision, which :mod:`fxexport.verify` measures) values, by name.
+
+    ``unstable`` names outputs known to be nondeterministic: their values are not
+    compared, their dtypes are. After a value mismatch, ``rerun()`` (when given)
+    recomputes ``expected``: outputs that differ from their first run (beyond the same
+    loose bound) are added to ``unstable`` with the difference; a mismatching output
+    that does not is an :class:`ExportError`.
+
+    Example:
+        >>> import torch
+        >>> ref = [torch.ones(2)]
+        >>> compare_outputs("demo", ["y"], ref, [torch.ones(2)], check_values=True)
+        >>> unstable = {}
+        >>> compare_outputs("demo", ["y"], ref, [torch.zeros(2)], check_values=True,
+        ...                 rerun=lambda: [torch.full((2,), 3.0)], unstable=unstable)
+        >>> unstable
+        {'y': 2.0}
+    """
     if len(got) != len(expected):
         raise ExportError(f"{where}: {len(got)} outputs, expected {len(expected)} ({list(names)})")
+    unstable = {} if unstable is None else unstable
+    got = [torch.as_tensor(v) for v in got]
     for name, ref, val in zip(names, expected, got):
-        val = torch.as_tensor(val)
         if tuple(val.shape) != tuple(ref.shape):
             raise ExportError(
                 f"{where}: output '{name}' has shape {tuple(val.shape)}, the extractor gives {tuple(ref.shape)}"
             )
-        if check_values and ref.is_floating_point() and ref.numel():
-            ref32, val32 = ref.float(), val.float()
-            scale = float(ref32.abs().max()) or 1.0
-            err = float((ref32 - val32).abs().max())
-            if not err <= rel * scale:
-                raise ExportError(
-                    f"{where}: output '{name}' differs from the extractor's (max abs error {err:.3g} "
-                    f"for values up to {scale:.3g}); the artifact is wrong or mislabelled"
-                )
-        elif check_values and not ref.is_floating_point() and not torch.equal(ref, val.to(ref.dtype)):
-            raise ExportError(f"{where}: output '{name}' differs from the extractor's")
+    if not check_values:
+        return
+    mismatches = [(name, why) for name, ref, val in zip(names, expected, got)
+                  if name not in unstable and (why := _value_mismatch(ref, val, rel)) is not None]
+    if mismatches and rerun is not None:
+        again = list(rerun())
+        for name, ref, other in zip(names, expected, again):
+            if name not in unstable and tuple(other.shape) == tuple(ref.shape) and _value_mismatch(ref, other, rel):
+                unstable[name] = _max_abs(ref, other)
+        mismatches = [(name, why) for name, why in mismatches if name not in unstable]
+    if mismatches:
+        name, why = mismatches[0]
+        raise ExportError(f"{where}: output '{name}' differs from the extractor's{why}")
+    for name, ref, val in zip(names, expected, got):
+        if name in unstable and val.dtype != ref.dtype:
+            raise ExportError(
+                f"{where}: output '{name}' has dtype {dtype_name(val.dtype)}, "
+                f"the extractor gives {dtype_name(ref.dtype)}"
+            )
+
+
+def _value_mismatch(ref: torch.Tensor, val: torch.Tensor, rel: float) -> str | None:
+    """Why ``val`` is not ``ref`` within ``rel`` of ``ref``'s largest magnitude (None when it is)."""
+    if ref.is_floating_point():
+        if not ref.numel():
+            return None
+        ref32, val32 = ref.float(), val.float()
+        scale = float(ref32.abs().max()) or 1.0
+        err = float((ref32 - val32).abs().max())
+        if err <= rel * scale:
+            return None
+        return (f" (max abs error {err:.3g} for values up to {scale:.3g}); "
+                "the artifact is wrong or mislabelled")
+    return None if torch.equal(ref, val.to(ref.dtype)) else ""
+
+
+def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    if not a.numel():
+        return 0.0
+    return float((a.double() - b.double()).abs().max())
 
 
 def _nodes_map(extractor: nn.Module, outputs: Mapping[str, Any]) -> dict[str, str]:

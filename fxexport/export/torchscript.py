@@ -93,14 +93,22 @@ def export_torchscript(
         module, used = _compile(wrapper, p, method)
         manifest = _common.make_manifest(p, fmt="torchscript", output_shapes=p.output_shapes, exporter=used,
                                          opset=None, model_info=model_info)
-        buf = io.BytesIO()
         with _common.quiet():
-            torch.jit.save(module, buf, _extra_files={TORCHSCRIPT_EXTRA_FILE: manifest.to_json()})
-            data = canonical_archive(buf.getvalue())
+            data = _save(module, manifest)
             _check_archive(data, p, used)
+            if p.manifest_extra():  # the check found nondeterministic outputs: record them in the manifest
+                manifest.extra.update(p.manifest_extra())
+                data = _save(module, manifest)
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return manifest
+
+
+def _save(module, manifest: Manifest) -> bytes:
+    """The archive's bytes, with ``manifest`` as its extra file, made reproducible."""
+    buf = io.BytesIO()
+    torch.jit.save(module, buf, _extra_files={TORCHSCRIPT_EXTRA_FILE: manifest.to_json()})
+    return canonical_archive(buf.getvalue())
 
 
 def _compile(wrapper: FlatOutputs, p: Plan, method: str):
@@ -158,8 +166,8 @@ def _check_archive(data: bytes, p: Plan, used: str) -> None:
             ) from err
         if isinstance(got, torch.Tensor):
             got = (got,)
-        _common.compare_outputs(f"{used}: TorchScript at input shape(s) {shapes}", p.spec.names, flat, list(got),
-                                check_values=not p.training)
+        p.compare(f"{used}: TorchScript at input shape(s) {shapes}", inputs, flat, list(got),
+                  check_values=not p.training)
 
 
 # -- reproducible archives ---------------------------------------------------------------------
