@@ -292,8 +292,9 @@ def test_failed_export_leaves_existing_file_and_no_temp_files(tmp_path, monkeypa
 def test_large_model_writes_external_data_beside_it(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 1024)  # pretend 2 GB is 1 KB
     m = export_onnx(two_head_extractor(), torch.rand(1, 3, 64, 64), tmp_path / "big.onnx", exporter="torchscript")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]
-    assert m.extra["external_data"] is True
+    data = m.extra["external_data"]
+    assert data["location"] == f"big.onnx.{data['sha256'][:16]}.data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", data["location"]]
     assert read_manifest(str(tmp_path / "big.onnx")) == m
     assert len(session(tmp_path / "big.onnx").get_outputs()) == 5
 

@@ -38,7 +38,7 @@ from fxexport.errors import ExportError, InvalidInputError
 from fxexport.export import _common
 from fxexport.export._common import Plan, _first_line
 from fxexport.flatten import FlatOutputs
-from fxexport.manifest import Manifest, set_onnx_manifest
+from fxexport.manifest import Manifest, onnx_external_files, set_onnx_manifest
 
 __all__ = ["export_onnx", "EXPORTERS", "AUTO_ORDER"]
 
@@ -140,31 +140,47 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         _ensure_io_names(model, p)
         output_shapes = _fix_shapes(model, p, exporter)
         actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+        # > 2 GB: the weights go to a data file in the scratch folder, named by its content
+        external = _write_external_data(model, scratch, target.name) if large else False
         manifest = _common.make_manifest(p, fmt="onnx", output_shapes=output_shapes, exporter=exporter,
                                          opset=actual_opset, model_info=model_info,
-                                         extra={"external_data": bool(large)})
+                                         extra={"external_data": external, **p.manifest_extra()})
         set_onnx_manifest(model, manifest)
-        if large:
-            # > 2 GB: stage FILE + FILE.data in a folder beside the target, check, then move both.
-            staged = scratch / target.name
-            onnx.save_model(model, str(staged), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=target.name + ".data")
-            checked: Any = str(staged)
-        else:
-            checked = model.SerializeToString()  # once: checked, run and written as these bytes
-        del model
+        staged = scratch / target.name if large else None
+        checked = _serialized(model, staged)  # once: checked, run and written as these bytes (or this file)
+        if not large:
+            del model  # the bytes are all we need (halves the memory of a model near 2 GB)
         try:
             onnx.checker.check_model(checked)
         except Exception as err:  # noqa: BLE001
             raise ExportError(f"{exporter}: onnx.checker rejects the model: {_first_line(err)}") from err
         _check_in_onnxruntime(checked, p, exporter)
+        learned = p.manifest_extra()
+        if any(manifest.extra.get(k) != v for k, v in learned.items()):
+            # the self-check found nondeterministic outputs: record them (only the metadata changes)
+            manifest.extra.update(learned)
+            if not large:
+                model = onnx.load_from_string(checked)
+            set_onnx_manifest(model, manifest)
+            checked = _serialized(model, staged)
+            del model
         if large:
-            os.replace(scratch / (target.name + ".data"), target.parent / (target.name + ".data"))
-            os.replace(staged, target)
+            _commit_pair(staged, scratch / external["location"], target)
         else:
+            superseded = _fxexport_data_files(target)
             with atomic_path(target) as tmp:
                 tmp.write_bytes(checked)
+            _remove_superseded(target, superseded, keep=())
     return manifest
+
+
+def _serialized(model, staged: Path | None) -> bytes | str:
+    """The model's bytes, or (``staged`` given: weights already in external data) its file path."""
+    data = model.SerializeToString()
+    if staged is None:
+        return data
+    staged.write_bytes(data)
+    return str(staged)
 
 
 def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None, scratch: Path | None):
@@ -189,7 +205,7 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
         if scratch is None:
             return program.model_proto
         program.save(str(scratch / "export.onnx"), external_data=True)
-        return onnx.load(str(scratch / "export.onnx"))
+        return _load_exported(scratch)
     # the TorchScript-based exporter (torch.jit.trace underneath)
     axes = {n: dict(a) for n, a in zip(p.input_names, p.axes) if a}
     training = torch.onnx.TrainingMode.TRAINING if p.training else torch.onnx.TrainingMode.EVAL
@@ -200,7 +216,17 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
         torch.onnx.export(wrapper, p.export_inputs, buf, **kwargs)
         return onnx.load_from_string(buf.getvalue())
     torch.onnx.export(wrapper, p.export_inputs, str(scratch / "export.onnx"), **kwargs)
-    return onnx.load(str(scratch / "export.onnx"))
+    return _load_exported(scratch)
+
+
+def _load_exported(scratch: Path):
+    """The exporter's ``export.onnx`` from ``scratch``, its weights left in the files the exporter
+    wrote beside it (:func:`_write_external_data` copies them into the final data file)."""
+    import onnx
+
+    model = onnx.load(str(scratch / "export.onnx"), load_external_data=False)
+    (scratch / "export.onnx").unlink()
+    return model
 
 
 def _explain_failure(exporter: str, err: BaseException, p: Plan) -> str:
@@ -406,8 +432,8 @@ def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
         except Exception as err:  # noqa: BLE001
             raise ExportError(_explain_runtime_failure(exporter, p, inputs, err, sess)) from err
         try:
-            _common.compare_outputs(f"{exporter}: onnxruntime at input shape(s) {shapes}", p.spec.names, flat,
-                                    [torch.from_numpy(g) for g in got], check_values=not p.training)
+            p.compare(f"{exporter}: onnxruntime at input shape(s) {shapes}", inputs, flat,
+                      [torch.from_numpy(g) for g in got], check_values=not p.training)
         except ExportError as err:
             if k == 0 or not p.dynamic:
                 raise
@@ -447,6 +473,211 @@ def _weights_bytes(module: nn.Module) -> int:
             seen.add(id(t))
             total += t.numel() * t.element_size()
     return total
+
+
+#: how many hex digits of the data file's SHA-256 its name carries: ``big.onnx.<16 hex>.data``
+DATA_NAME_DIGITS = 16
+
+
+def data_file_name(onnx_name: str, sha256: str) -> str:
+    """The name fxexport gives the external data of the ONNX file ``onnx_name``: named by its content,
+    so a new export never overwrites the data an existing ``.onnx`` reads (see :func:`export_onnx`).
+
+    Example:
+        >>> data_file_name("big.onnx", "ab" * 32)
+        'big.onnx.abababababababab.data'
+    """
+    return f"{onnx_name}.{sha256[:DATA_NAME_DIGITS]}.data"
+
+
+def _is_fxexport_data_name(onnx_name: str, name: str) -> bool:
+    return re.fullmatch(re.escape(onnx_name) + rf"\.[0-9a-f]{{{DATA_NAME_DIGITS}}}\.data", name) is not None
+
+
+def _tensors_with_data(graph) -> Any:
+    """Every initializer of ``graph`` and of its subgraphs (where external data lives)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _tensors_with_data(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors_with_data(sub)
+
+
+def check_external_data(path: str | os.PathLike, manifest: Manifest | None) -> dict[str, Any] | None:
+    """Check that the external data beside ``path`` is the file its manifest records (name, size, SHA-256).
+
+    An export over 2 GB is a pair: ``big.onnx`` and ``big.onnx.<sha256 prefix>.data``; the
+    manifest's ``extra["external_data"]`` records ``{"location", "sha256", "bytes"}``. A copy
+    that mixes the ``.onnx`` of one export with the data of another is reported here, never run.
+    Returns the record, or None when there is nothing to check (no record: a small model,
+    a file fxexport did not write, a variant that holds its weights itself). Hashes the data
+    file (about 1 s per GB).
+
+    Raises:
+        VerificationError: the record is malformed, the file names other data than the
+            record, or the data file is missing or differs (one line, naming both files).
+
+    Example:
+        >>> check_external_data("small.onnx", Manifest(format="onnx", inputs=[], outputs=[])) is None
+        True
+    """
+    from fxexport._io import sha256_file
+    from fxexport.errors import VerificationError
+
+    extra = getattr(manifest, "extra", None)
+    record = extra.get("external_data") if isinstance(extra, Mapping) else None
+    if not isinstance(record, Mapping):
+        return None
+    location, sha, size = record.get("location"), record.get("sha256"), record.get("bytes")
+    if not (isinstance(location, str) and location and Path(location).name == location and location != ".."
+            and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)
+            and isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+        raise VerificationError(
+            f"artifact '{path}' records malformed external data {str(dict(record))[:200]}; expected "
+            "{'location': a file name beside it, 'sha256': 64 hex digits, 'bytes': a size}: re-export it"
+        )
+    files = onnx_external_files(path)  # also refuses a location outside the artifact's folder
+    if not files:
+        return None  # the weights are inside the file: nothing outside it is read
+    data = Path(path).parent / location
+    if len(files) != 1 or files[0].name != location or not _same_folder(files[0], data):
+        raise VerificationError(
+            f"artifact '{path}' reads external data {[f.name for f in files]} but its manifest records "
+            f"'{location}': a mismatched pair; copy the .onnx and its data file together, or re-export"
+        )
+    if not data.is_file():
+        raise VerificationError(
+            f"artifact '{path}' needs its external data file '{location}' beside it, which is missing; copy "
+            "the .onnx and its data file together, or re-export"
+        )
+    actual_size = data.stat().st_size
+    actual = sha256_file(data) if actual_size == size else None
+    if actual != sha:
+        got = f"{actual_size} bytes" if actual is None else f"sha256 {actual[:16]}..."
+        want = f"{size} bytes" if actual is None else f"sha256 {sha[:16]}..."
+        raise VerificationError(
+            f"external data '{data}' does not belong to '{path}' ({got}, the manifest records {want}): a "
+            "mismatched pair; copy the matching data file beside it, or re-export"
+        )
+    return dict(record)
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return os.path.realpath(a.parent) == os.path.realpath(b.parent)
+
+
+def _write_external_data(model, scratch: Path, onnx_name: str) -> dict[str, Any]:
+    """Write the model's weights to one data file in ``scratch``, named by its content
+    (:func:`data_file_name`), and point every tensor at it; return the manifest record.
+
+    Tensors the exporter left in external files of its own (in ``scratch``) are copied from
+    there, in graph order, without loading them into Python; tensors held inline of 1 KB and
+    more (onnx's rule) move out too. The SHA-256 is computed while writing. The exporter's
+    files are deleted afterwards (disk space counts at this size).
+    """
+    import hashlib
+    import sys
+
+    from onnx import TensorProto
+
+    temp = f".{onnx_name}.tmp.data"
+    digest = hashlib.sha256()
+    buf = bytearray(1 << 22)
+    view = memoryview(buf)
+    used: set[Path] = set()
+    placed: list[tuple[Any, int, int]] = []
+    with open(scratch / temp, "wb") as out:
+        for t in _tensors_with_data(model.graph):
+            start = out.tell()
+            if t.data_location == TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                location = info.get("location", "")
+                src = scratch / location
+                if not location or Path(location).name != location or not src.is_file():
+                    raise ExportError(f"the exporter wrote tensor '{t.name}' to '{location}', which is not "
+                                      "a file in its output folder")
+                used.add(src)
+                remaining = int(info["length"]) if "length" in info else src.stat().st_size - int(
+                    info.get("offset", 0))
+                with open(src, "rb", buffering=0) as f:
+                    f.seek(int(info.get("offset", 0)))
+                    while remaining > 0:
+                        n = f.readinto(view[: min(remaining, len(buf))])
+                        if not n:
+                            raise ExportError(f"the exporter's data file '{location}' ends inside tensor '{t.name}'")
+                        out.write(view[:n])
+                        digest.update(view[:n])
+                        remaining -= n
+            elif t.HasField("raw_data") and sys.getsizeof(t.raw_data) >= 1024:
+                raw = t.raw_data
+                out.write(raw)
+                digest.update(raw)
+                del raw
+                t.ClearField("raw_data")
+            else:
+                continue
+            placed.append((t, start, out.tell() - start))
+    for f in used:
+        f.unlink()
+    sha = digest.hexdigest()
+    name = data_file_name(onnx_name, sha)
+    os.replace(scratch / temp, scratch / name)
+    for t, offset, length in placed:
+        del t.external_data[:]
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", name), ("offset", str(offset)), ("length", str(length))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+    return {"location": name, "sha256": sha, "bytes": (scratch / name).stat().st_size}
+
+
+def _commit_pair(staged: Path, data: Path, target: Path) -> None:
+    """Move a checked ``.onnx`` + data pair from the scratch folder into place.
+
+    The data file (named by its content, so it never replaces data the existing ``target``
+    reads, unless it is the same bytes) moves first; renaming the ``.onnx`` onto ``target``
+    is the commit point. Both get the umask-based mode. The data file the old ``target``
+    read is removed after the commit (when fxexport named it). A failure before the commit
+    leaves the old pair as it was and removes the new data file.
+    """
+    from fxexport._io import file_mode
+
+    mode = file_mode()
+    os.chmod(data, mode)
+    os.chmod(staged, mode)
+    superseded = _fxexport_data_files(target)
+    placed = target.parent / data.name
+    existed = placed.exists()
+    os.replace(data, placed)
+    try:
+        os.replace(staged, target)  # the commit point
+    except BaseException:
+        if not existed:
+            placed.unlink(missing_ok=True)
+        raise
+    _remove_superseded(target, superseded, keep=(placed.name,))
+
+
+def _fxexport_data_files(target: Path) -> list[str]:
+    """The content-named data files (``NAME.<sha256 prefix>.data``) the existing ``target`` reads."""
+    import glob
+
+    if not target.is_file() or not any(target.parent.glob(glob.escape(target.name) + ".*.data")):
+        return []  # nothing fxexport named lies beside it: no need to read the old file
+    try:
+        files = onnx_external_files(target)
+    except Exception:  # noqa: BLE001 - an unreadable or refused old file names nothing we may remove
+        return []
+    return [f.name for f in files if _is_fxexport_data_name(target.name, f.name) and _same_folder(f, target)]
+
+
+def _remove_superseded(target: Path, names: Sequence[str], keep: Sequence[str]) -> None:
+    for name in names:
+        if name not in keep:
+            with contextlib.suppress(OSError):
+                (target.parent / name).unlink()
 
 
 @contextlib.contextmanager
