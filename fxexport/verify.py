@@ -288,7 +288,13 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """Every check passed; a report with no check (nothing compared) is not ok."""
         return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def compared(self) -> bool:
+        """Whether anything was checked at all."""
+        return bool(self.checks)
 
     @property
     def failures(self) -> list[OutputCheck]:
@@ -306,6 +312,8 @@ class VerifyReport:
             finite = [c.max_abs for c in self.checks if c.max_abs is not None]
             worst = max(finite) if finite else 0.0
             return f"verify PASS: {head}; worst max abs error {worst:.3g} (rtol={self.rtol:g}, atol={self.atol:g})"
+        if not self.checks:
+            return f"verify NOT VERIFIED: nothing was compared; {head}"
         worst = self.failures[0] if self.failures else None
         what = f"; worst: '{worst.name}' in {worst.runtime}: {worst.problems[0]}" if worst else ""
         return f"verify FAIL: {n_fail} of {len(rows)} output(s) failed; {head}{what}"
@@ -1030,17 +1038,18 @@ def run_reference(extractor, input_sets, mode: str, manifest_names):
             extractor.train(was_training)
 
 
-def _rerun_differs(extractor, inputs, mode, first: Mapping[str, torch.Tensor], manifest_names) -> str | None:
-    """Run the reference again on the same input; describe how it differs from the first run."""
+def _rerun_differs(extractor, inputs, mode, first: Mapping[str, torch.Tensor], manifest_names) -> dict[str, str]:
+    """Run the reference again on the same input; per output that differs from its first run, how."""
     again = run_reference(extractor, [inputs], mode, manifest_names)[0]
+    found: dict[str, str] = {}
     for name, ref in first.items():
         other = again.get(name)
         if other is None or other.shape != ref.shape:
-            return f"'{name}' changes shape between runs"
-        if not torch.equal(other, ref):
+            found[name] = "changes shape between runs"
+        elif not torch.equal(other, ref):
             diff = float((other.to(torch.float64) - ref.to(torch.float64)).abs().max())
-            return f"'{name}' differs by up to {diff:.3g}"
-    return None
+            found[name] = f"differs by up to {diff:.3g}"
+    return found
 
 
 # --------------------------------------------------------------------------- verify
@@ -1115,6 +1124,11 @@ def verify(
     if n_inputs < 1:
         raise InvalidInputError(f"n_inputs must be >= 1, got {n_inputs}")
     manifests = [read_manifest(str(p)) for p in paths]
+    for p, m in zip(paths, manifests):
+        if p.suffix.lower() == ".onnx":  # a mismatched .onnx + data pair is reported, never run
+            from fxexport.export.onnx import check_external_data
+
+            check_external_data(p, m)
     runners = [runner_for(p, m) for p, m in zip(paths, manifests)]
     if runtimes is not None:
         wanted = {RUNTIME_ALIASES.get(r.lower(), r.lower()) for r in runtimes}
@@ -1351,12 +1365,19 @@ def _explain_failures(report: VerifyReport, extractor, input_sets, refs, manifes
     failed_inputs = sorted({c.input_index for c in report.checks if not c.ok and c.input_index is not None})
     if failed_inputs and any(c.max_abs is not None for c in report.checks if not c.ok):
         i = failed_inputs[0]
-        how = _rerun_differs(extractor, input_sets[i], manifest.mode, refs[i], manifest.output_names)
-        if how is not None:
+        differs = _rerun_differs(extractor, input_sets[i], manifest.mode, refs[i], manifest.output_names)
+        failed = {c.name for c in report.checks if not c.ok}
+        extra = manifest.extra if isinstance(manifest.extra, Mapping) else {}
+        recorded = extra.get("nondeterministic_outputs")
+        recorded = recorded if isinstance(recorded, list) else []
+        for name, how in differs.items():
+            if name not in failed:
+                continue
+            seen = " (the export's self-check recorded it too)" if name in recorded else ""
             report.notes.append(
-                f"the reference itself is nondeterministic in {manifest.mode} mode: two eager runs on input #{i} "
-                f"differ ({how}); no export can match it. Look for random ops, dropout or noise active in "
-                f"{manifest.mode} mode."
+                f"output '{name}': the reference itself is nondeterministic in {manifest.mode} mode: two eager runs "
+                f"on input #{i} give values that {how}{seen}; no export can match it. Look for random ops, dropout "
+                f"or noise active in {manifest.mode} mode."
             )
     if any("shape" in p for c in report.checks for p in c.problems) and manifest.dynamic:
         bad = sorted({c.input_index for c in report.checks if any("shape" in p or "failed on input" in p
