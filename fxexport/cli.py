@@ -247,8 +247,14 @@ def _example_input(args, model):
     return torch.randn(*shape, generator=gen)
 
 
-def _size(path: str | Path) -> str:
-    n = Path(path).stat().st_size
+def _size(path: str | Path | int, manifest: Any = None) -> str:
+    """A file's size for people (``93.9 KB``); an int is a byte count. With the file's manifest, an ONNX
+    file's external data (``extra["external_data"]["bytes"]``) is counted too: the artifact is both files."""
+    n = path if isinstance(path, int) else Path(path).stat().st_size
+    extra = getattr(manifest, "extra", None)
+    record = extra.get("external_data") if isinstance(extra, dict) else None
+    if isinstance(record, dict) and isinstance(record.get("bytes"), int):
+        n += record["bytes"]
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -419,7 +425,7 @@ def _tolerance_options(g) -> None:
 def _print_manifest_outputs(console, manifest, path) -> None:
     from rich.table import Table
 
-    console.print(_plain(f"{path}  ({_size(path)}, {manifest.format}"
+    console.print(_plain(f"{path}  ({_size(path, manifest)}, {manifest.format}"
                          f"{', exporter ' + manifest.exporter if manifest.exporter else ''}"
                          f"{', opset ' + str(manifest.opset) if manifest.opset else ''})")[0])
     table = Table()
@@ -447,7 +453,8 @@ def _report(args, report, console) -> int:
     elif not report.ok:
         _console(stderr=True).print(report)
     if args.quiet:
-        sys.stdout.write(("ok" if report.ok else "MISMATCH") + "\n")
+        verdict = "ok" if report.ok else "MISMATCH" if getattr(report, "compared", True) else "NOT VERIFIED"
+        sys.stdout.write(verdict + "\n")
     return 0 if report.ok else 1
 
 
@@ -618,7 +625,7 @@ def cmd_inspect(args) -> int:
         head = Table.grid(padding=(0, 2))
         head.add_column(style="dim")
         head.add_column()
-        head.add_row(*_plain("file", f"{info['path']} ({_size(info['path'])})"))
+        head.add_row(*_plain("file", f"{info['path']} ({_size(int(info['size_bytes']))})"))
         head.add_row(*_plain("format", str(info["format"] or "?")))
         for key in ("exporter", "opset", "mode"):
             if m.get(key) is not None:

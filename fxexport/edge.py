@@ -155,7 +155,13 @@ class VariantResult:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all(o.ok for o in self.outputs)
+        """Verified, some output compared, and every output within its thresholds (unverified is not ok)."""
+        return self.verified and bool(self.outputs) and not self.problems and all(o.ok for o in self.outputs)
+
+    @property
+    def failed(self) -> bool:
+        """Something went wrong: a problem, or an output below its thresholds (not merely unverified)."""
+        return bool(self.problems) or any(not o.ok for o in self.outputs)
 
     @property
     def min_cosine(self) -> float | None:
@@ -188,7 +194,13 @@ class EdgeReport:
 
     @property
     def ok(self) -> bool:
-        return all(v.ok for v in self.variants)
+        """Every variant verified and within its thresholds; a report that compared nothing is not ok."""
+        return bool(self.variants) and all(v.ok for v in self.variants)
+
+    @property
+    def compared(self) -> bool:
+        """Whether any output of any variant was compared with the reference."""
+        return any(v.verified and v.outputs for v in self.variants)
 
     def __getitem__(self, name: str) -> VariantResult:
         for v in self.variants:
@@ -197,15 +209,23 @@ class EdgeReport:
         raise KeyError(f"no variant {name!r}; have {[v.name for v in self.variants]}")
 
     def summary(self) -> str:
-        bad = [v.name for v in self.variants if not v.ok]
+        """One line: PASS only when every variant was verified and passed; FAIL; or NOT VERIFIED."""
+        bad = [v.name for v in self.variants if v.failed]
+        unchecked = [v.name for v in self.variants if not v.ok and not v.failed]
         head = f"{len(self.variants)} artifact(s) from {Path(self.source).name}"
-        if not bad:
-            return f"optimize PASS: {head}; every output within its thresholds"
-        return f"optimize FAIL: {head}; below thresholds: {', '.join(bad)}"
+        if bad:
+            rest = f"; not verified: {', '.join(unchecked)}" if unchecked else ""
+            return f"optimize FAIL: {head}; below thresholds: {', '.join(bad)}{rest}"
+        if unchecked or not self.variants:
+            what = "nothing was compared" if not self.compared else f"not verified: {', '.join(unchecked)}"
+            return (f"optimize NOT VERIFIED: {head}; {what} (verification off, or no outputs to compare): "
+                    "no accuracy is claimed")
+        return f"optimize PASS: {head}; every output within its thresholds"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "compared": self.compared,
             "summary": self.summary(),
             "source": self.source,
             "threads": self.threads,
@@ -235,8 +255,8 @@ class EdgeReport:
         for v in self.variants:
             cos = ", ".join(f"{o.name} {o.cosine:.5f}" if o.cosine is not None else f"{o.name} -" for o in v.outputs) or "-"
             err = ", ".join(f"{o.name} {_fmt(o.max_error, 3)}" for o in v.outputs) or "-"
-            if not v.verified and not v.problems:
-                result = "not verified"
+            if not v.failed and not v.ok:
+                result = "not verified" if not v.verified else "nothing compared"
             elif v.ok:
                 t = v.thresholds
                 result = f"ok (cos >= {t.min_cosine:g}, err <= {t.max_error:g})" if t else "ok"
@@ -244,14 +264,15 @@ class EdgeReport:
                 result = "FAIL: " + "; ".join(v.problems + [f"{o.name}: {p}" for o in v.outputs for p in o.problems])
             table.add_row(v.name, Path(v.path).name, f"{v.size_bytes / 2**20:.2f}", f"{v.size_ratio:.2f}",
                           _fmt(v.latency_ms, 4), "-" if v.speedup is None else f"{v.speedup:.2f}", cos, err, result,
-                          style=None if v.ok else "red")
+                          style="red" if v.failed else None)
         return table
 
     def __rich__(self):
         from rich.console import Group
         from rich.text import Text
 
-        parts = [Text(self.summary(), style="bold green" if self.ok else "bold red"), self.table()]
+        style = "bold green" if self.ok else "bold red" if any(v.failed for v in self.variants) else "bold yellow"
+        parts = [Text(self.summary(), style=style), self.table()]
         parts += [Text(f"note: {n}") for n in self.notes]
         return Group(*parts)
 
@@ -333,7 +354,8 @@ def optimize(
 
     Returns:
         An :class:`EdgeReport`; ``report.ok`` is False when some output of some
-        variant is below its thresholds (nothing raises for that).
+        variant is below its thresholds (nothing raises for that), and when nothing
+        was compared (``verify=False``: the summary says NOT VERIFIED, never PASS).
 
     Raises:
         InvalidInputError: bad arguments, a missing or malformed calibration folder
