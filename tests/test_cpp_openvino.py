@@ -2,8 +2,9 @@
 
 resnet18 (layer2, layer4; dynamic batch) and the multi-task model from models/ (dynamic batch,
 height and width) are exported with fxexport.export_onnx; the IRs are made from those files with
-openvino.convert_model + save_model(compress_to_fp16=False) and an fxexport manifest set as the
-top-level rt_info entry "fxexport" (where fxexport's OpenVINO format keeps it). The program,
+openvino.convert_model + save_model(compress_to_fp16=False) and an fxexport manifest in rt_info
+as fxexport's OpenVINO format keeps it (fxexport/manifest, and the .bin's SHA-256 under
+fxexport/bin_sha256; a top-level string "fxexport" is read too). The program,
 built once against the C++ SDK inside the openvino wheel and cached in .cache/cpp (about 5 s of
 CPU), runs each at another batch than the export's; every output is compared by name with the
 eager extractor: max abs error <= 1e-4 times max(1, max|ref|).
@@ -70,16 +71,29 @@ def _onnx(which: str, root):
     return _made[key]
 
 
-def _ir(onnx_path, xml_path, manifest: dict | None, *, keep_framework: bool = False):
-    """An IR converted from ``onnx_path`` with ``manifest`` as its top-level rt_info "fxexport"."""
+def _ir(onnx_path, xml_path, manifest: dict | None, *, layout: str = "section", keep_framework: bool = False):
+    """An IR converted from ``onnx_path`` carrying ``manifest`` in its rt_info.
+
+    layout "section": as fxexport's OpenVINO format writes it, ``fxexport/manifest`` plus the
+    .bin's SHA-256 under ``fxexport/bin_sha256``; "string": a top-level string ``fxexport``.
+    """
+    import hashlib
+
     import openvino as ov
 
     model = ov.convert_model(str(onnx_path))
     if not keep_framework:  # the ONNX manifest convert_model carries over under "framework"
         del model.get_rt_info()["framework"]
-    if manifest is not None:
+    placeholder = "sha256-placeholder-" + "0" * 45
+    if manifest is not None and layout == "section":
+        model.set_rt_info(json.dumps(manifest), ["fxexport", "manifest"])
+        model.set_rt_info(placeholder, ["fxexport", "bin_sha256"])
+    elif manifest is not None:
         model.set_rt_info(json.dumps(manifest), "fxexport")
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    if manifest is not None and layout == "section":
+        sha = hashlib.sha256(xml_path.with_suffix(".bin").read_bytes()).hexdigest()
+        xml_path.write_bytes(xml_path.read_bytes().replace(placeholder.encode(), sha.encode()))
     return xml_path
 
 
@@ -171,13 +185,15 @@ def test_manifest_is_read_from_rt_info_top_level_first(program, root, tmp_path):
     assert [line[8:] for line in proc.stdout.splitlines() if line.startswith("output: ")] == manifest.output_names
     assert 'manifest from rt_info["framework"]["fxexport"] (format onnx)' in proc.stdout
 
-    # An IR with its own manifest (top level) and the inherited ONNX one: the IR's own wins.
-    both = _ir(onnx_path, tmp_path / "both.xml", _ir_manifest(manifest), keep_framework=True)
-    proc = _run(program, both, "--info")
-    assert proc.returncode == 0, proc.stderr
-    printed = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("manifest: "))[10:])
-    assert printed["format"] == "openvino" and printed == _ir_manifest(manifest)
-    assert 'manifest from rt_info["fxexport"] (format openvino)' in proc.stdout
+    # An IR with its own manifest and the inherited ONNX one: the IR's own wins, in either layout.
+    for layout, source in [("section", 'rt_info["fxexport"]["manifest"]'), ("string", 'rt_info["fxexport"]')]:
+        both = _ir(onnx_path, tmp_path / f"both-{layout}.xml", _ir_manifest(manifest), layout=layout,
+                   keep_framework=True)
+        proc = _run(program, both, "--info")
+        assert proc.returncode == 0, proc.stderr
+        printed = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("manifest: "))[10:])
+        assert printed["format"] == "openvino" and printed == _ir_manifest(manifest)
+        assert f"manifest from {source} (format openvino)" in proc.stdout
 
     # An IR converted from the ONNX file without a manifest of its own: the inherited one is read.
     inherited = _ir(onnx_path, tmp_path / "inherited.xml", None, keep_framework=True)
@@ -203,6 +219,22 @@ def test_outputs_follow_the_manifest_names_not_the_model_order(program, root, tm
     assert proc.returncode == 3
     assert proc.stderr == (f"{ERROR_PREFIX}'{xml}': the manifest's output 'layer3' is not an output of the model "
                            "(outputs: layer2, layer4)\n")
+
+
+def test_an_ir_whose_bin_does_not_match_is_reported_not_run(program, root, tmp_path):
+    xml, _ = _artifact("resnet18", "xml", root)
+    mixed = tmp_path / "mixed.xml"
+    shutil.copy(xml, mixed)
+    data = bytearray(xml.with_suffix(".bin").read_bytes())
+    data[100] ^= 1  # one flipped bit
+    (tmp_path / "mixed.bin").write_bytes(bytes(data))
+    proc = _run(program, mixed, _npy(tmp_path / "x.npy", example(1)), "--out", tmp_path / "o")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{ERROR_PREFIX}OpenVINO IR '{mixed}': weights 'mixed.bin' do not match the .xml")
+    assert proc.stderr.count("\n") == 1 and "re-export both files" in proc.stderr
+    assert "\tshape=" not in proc.stdout and not (tmp_path / "o").exists()
+    shutil.copy(xml.with_suffix(".bin"), tmp_path / "mixed.bin")  # the matching .bin: runs
+    assert _run(program, mixed, tmp_path / "x.npy").returncode == 0
 
 
 def test_without_a_manifest_outputs_keep_their_tensor_names(program, root, tmp_path):

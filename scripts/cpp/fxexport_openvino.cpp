@@ -10,9 +10,12 @@
 // --shape option per raw input, in order; inputs are given in the model's input order and cast
 // to the model's input element types.
 //
-// The fxexport manifest (a JSON string) is read from the model's rt_info: the top-level entry
-// "fxexport" (an IR written by fxexport's OpenVINO format), else "framework" / "fxexport" (where
-// OpenVINO puts an ONNX file's metadata_props, so an ONNX file or an IR converted from one).
+// The fxexport manifest (a JSON string) is read from the model's rt_info: "fxexport" / "manifest"
+// (an IR written by fxexport's OpenVINO format), or a top-level string "fxexport", else
+// "framework" / "fxexport" (where OpenVINO puts an ONNX file's metadata_props, so an ONNX file
+// or an IR converted from one).
+// An IR written by fxexport also records its .bin's SHA-256 (rt_info "fxexport" / "bin_sha256"):
+// a .bin that does not match is reported (exit 2) and the model is not run.
 // Outputs are read by the manifest's output names, in its order (request.get_tensor(name));
 // without a manifest, in the model's order under their tensor names. For each output the
 // program prints its name, shape, dtype and checksums (sum and sum of absolute values, in
@@ -458,20 +461,116 @@ std::string safe_file_name(const std::string& name) {
 }
 
 // ---------------------------------------------------------------------------
+// SHA-256 (FIPS 180-4) of a file: an IR written by fxexport records its .bin's hash, and a pair
+// whose .bin does not match is reported, never run.
+
+class Sha256 {
+ public:
+  void update(const unsigned char* data, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      block_[used_++] = data[i];
+      if (used_ == 64) {
+        compress();
+        used_ = 0;
+      }
+    }
+    bytes_ += n;
+  }
+  std::string hex() {
+    uint64_t bits = bytes_ * 8;
+    unsigned char pad = 0x80;
+    update(&pad, 1);
+    unsigned char zero = 0;
+    while (used_ != 56) update(&zero, 1);
+    unsigned char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
+    update(len, 8);
+    std::ostringstream o;
+    for (uint32_t v : h_) o << std::hex << std::setw(8) << std::setfill('0') << v;
+    return o.str();
+  }
+
+ private:
+  uint32_t h_[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  unsigned char block_[64] = {};
+  size_t used_ = 0;
+  uint64_t bytes_ = 0;
+
+  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+  void compress() {
+    static const uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = (uint32_t(block_[4 * i]) << 24) | (uint32_t(block_[4 * i + 1]) << 16) |
+             (uint32_t(block_[4 * i + 2]) << 8) | uint32_t(block_[4 * i + 3]);
+    for (int i = 16; i < 64; ++i) {
+      uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
+      uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    h_[0] += a, h_[1] += b, h_[2] += c, h_[3] += d, h_[4] += e, h_[5] += f, h_[6] += g, h_[7] += h;
+  }
+};
+
+std::string sha256_file(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UsageError("cannot open '" + path.string() + "'");
+  Sha256 sha;
+  std::vector<char> buffer(1 << 20);
+  while (f) {
+    f.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    sha.update(reinterpret_cast<const unsigned char*>(buffer.data()), static_cast<size_t>(f.gcount()));
+  }
+  return sha.hex();
+}
+
+// ---------------------------------------------------------------------------
 // The manifest in rt_info.
 
 struct ManifestInfo {
-  std::string json;    // empty when the model carries none
-  std::string source;  // where it was found, e.g. rt_info["fxexport"]
-  std::string format;  // its "format" field ("onnx", "openvino"), when it has one
+  std::string json;        // empty when the model carries none
+  std::string source;      // where it was found, e.g. rt_info["fxexport"]["manifest"]
+  std::string format;      // its "format" field ("onnx", "openvino"), when it has one
+  std::string bin_sha256;  // the IR's recorded .bin hash (rt_info["fxexport"]["bin_sha256"]), when any
   std::vector<std::string> output_names;
 };
 
+// rt_info[section][key] as a string, when the section is a map that has the key.
+bool rt_string(const std::shared_ptr<ov::Model>& model, const std::string& section, const std::string& key,
+               std::string& out) {
+  try {
+    if (!model->has_rt_info(section, key)) return false;
+    out = model->get_rt_info<std::string>(section, key);
+    return true;
+  } catch (const std::exception&) {  // the section is a plain value, not a map
+    return false;
+  }
+}
+
 ManifestInfo read_manifest(const std::shared_ptr<ov::Model>& model) {
   ManifestInfo info;
-  // An fxexport IR keeps its own manifest at the top level; the ONNX one (also inherited by an IR
-  // converted from an fxexport ONNX file) is under "framework".
-  if (model->has_rt_info("fxexport")) {
+  // An IR written by fxexport's OpenVINO format keeps its own manifest in the section "fxexport"
+  // (key "manifest", beside the .bin's hash "bin_sha256"); a top-level string "fxexport" is read
+  // too. The ONNX manifest (also inherited by an IR converted from an fxexport ONNX file) is
+  // under "framework".
+  rt_string(model, "fxexport", "bin_sha256", info.bin_sha256);
+  if (rt_string(model, "fxexport", "manifest", info.json)) {
+    info.source = "rt_info[\"fxexport\"][\"manifest\"]";
+  } else if (model->has_rt_info("fxexport") && model->get_rt_info<ov::Any>("fxexport").is<std::string>()) {
     info.json = model->get_rt_info<std::string>("fxexport");
     info.source = "rt_info[\"fxexport\"]";
   } else if (model->has_rt_info("framework", "fxexport")) {
@@ -610,6 +709,14 @@ int main(int argc, char** argv) {
     manifest = read_manifest(model);
   } catch (const std::exception& e) {
     fail(3, "cannot load '" + model_path + (kind == "onnx" ? "' as ONNX: " : "' as an OpenVINO IR: ") + e.what());
+  }
+  if (kind == "openvino" && !manifest.bin_sha256.empty()) {
+    fs::path bin = fs::path(model_path).replace_extension(".bin");
+    std::string actual = sha256_file(bin);
+    if (actual != manifest.bin_sha256)
+      fail(2, "OpenVINO IR '" + model_path + "': weights '" + bin.filename().string() + "' do not match the .xml (sha256 " +
+                  actual.substr(0, 12) + "..., the .xml records " + manifest.bin_sha256.substr(0, 12) +
+                  "...); the pair was mixed up or changed: re-export both files");
   }
   std::cout << "artifact: " << model_path << " (" << kind << "), " << model->outputs().size() << " outputs, manifest "
             << (manifest.json.empty() ? std::string("(none)")
