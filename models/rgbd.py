@@ -2,9 +2,12 @@
 
 The multi-input case of the export layer: ``forward(rgb, depth)`` takes a colour image
 ``(N, 3, H, W)`` and a depth map ``(N, 1, H, W)``; the exported artifacts name their inputs
-``rgb`` and ``depth`` after those arguments. Only convolutions, batch norm, ReLU, channel
-concatenation and bilinear upsampling: every format (and LiteRT's converter) keeps its
-batch dim dynamic. Small and CPU-fast (64x64 input).
+``rgb`` and ``depth`` after those arguments. Convolutions, batch norm, ReLU, channel
+concatenation and bilinear upsampling only; the batch dim can be dynamic. LiteRT's
+converter (litert-torch 0.10) keeps it so for ``fused`` and ``seg`` but not for the
+one-channel ``depth`` map, whose NHWC -> NCHW reshape gets the example's batch baked in:
+``fxexport.formats.litert.export`` says so in one line instead of writing a file that is
+wrong at other batch sizes. Small and CPU-fast (64x64 input).
 
 Nodes worth exporting: ``rgb_stem`` and ``depth_stem`` (each 32x32), ``fuse`` (16x16, the
 joint features), ``seg_head.interpolate`` (the segmentation logits, 64x64) and ``refine.sigmoid``
@@ -48,16 +51,18 @@ class SegHead(nn.Module):
 
 
 class Refine(nn.Module):
-    """The input depth corrected by a residual predicted from the fused features, squashed to (0, 1)."""
+    """Depth from the depth stem's features (strided conv to the fused resolution), corrected by a
+    residual predicted from the fused features, upsampled back and squashed to (0, 1)."""
 
-    def __init__(self, cin: int):
+    def __init__(self, cin: int, cdepth: int):
         super().__init__()
         self.residual = nn.Conv2d(cin, 1, 3, padding=1)
+        self.skip = nn.Conv2d(cdepth, 1, 3, stride=2, padding=1)
         self.sigmoid = nn.Sigmoid()
 
-    def forward(self, fused: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(self.residual(fused), scale_factor=4.0, mode="bilinear", align_corners=False)
-        return self.sigmoid(depth + up)
+    def forward(self, fused: torch.Tensor, depth_features: torch.Tensor) -> torch.Tensor:
+        coarse = self.skip(depth_features) + self.residual(fused)
+        return self.sigmoid(F.interpolate(coarse, scale_factor=4.0, mode="bilinear", align_corners=False))
 
 
 class RGBDNet(nn.Module):
@@ -72,11 +77,12 @@ class RGBDNet(nn.Module):
         self.depth_stem = conv_bn_relu(1, width // 2, stride=2)
         self.fuse = conv_bn_relu(width + width // 2, width * 2, stride=2)
         self.seg_head = SegHead(width * 2, num_classes)
-        self.refine = Refine(width * 2)
+        self.refine = Refine(width * 2, width // 2)
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor) -> dict[str, torch.Tensor]:
-        fused = self.fuse(torch.cat([self.rgb_stem(rgb), self.depth_stem(depth)], dim=1))
-        return {"seg": self.seg_head(fused), "depth": self.refine(fused, depth)}
+        depth_features = self.depth_stem(depth)
+        fused = self.fuse(torch.cat([self.rgb_stem(rgb), depth_features], dim=1))
+        return {"seg": self.seg_head(fused), "depth": self.refine(fused, depth_features)}
 
 
 def build(width: int = 16, num_classes: int = 5, seed: int = 0) -> RGBDNet:
