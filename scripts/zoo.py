@@ -6,7 +6,7 @@ backbones, a timm set) through trace -> extractor -> ONNX (auto + the other expo
 TorchScript -> verify at two batch sizes, each model in its own worker process with a time
 limit; results are appended to ``build/zoo/results.jsonl`` (a re-run skips finished
 models) and the matrix is written to ``docs/compatibility.md`` + ``docs/compatibility.json``.
-The work itself lives in :mod:`fxexport.zoo`; this is also ``fxexport zoo``.
+The work itself lives in the :mod:`fxexport.zoo` package; this is also ``fxexport zoo``.
 
 Example:
     python scripts/zoo.py --models smoke --fresh --no-matrix
