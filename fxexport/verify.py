@@ -1045,10 +1045,10 @@ def _rerun_differs(extractor, inputs, mode, first: Mapping[str, torch.Tensor], m
     for name, ref in first.items():
         other = again.get(name)
         if other is None or other.shape != ref.shape:
-            found[name] = "changes shape between runs"
+            found[name] = "change shape between runs"
         elif not torch.equal(other, ref):
             diff = float((other.to(torch.float64) - ref.to(torch.float64)).abs().max())
-            found[name] = f"differs by up to {diff:.3g}"
+            found[name] = f"differ by up to {diff:.3g}"
     return found
 
 
