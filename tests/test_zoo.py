@@ -203,6 +203,8 @@ def _rows_from_matrix_json(data: dict) -> list[dict]:
             steps["extractor"] = {"ok": True, "outputs": len(nodes["stages"]) + (1 if nodes["random"] else 0)}
         if m.get("params_m") is not None:
             steps["build"] = {"ok": True, "params_m": m["params_m"]}
+        if m.get("input_shape"):
+            steps["input"] = {"ok": True, "shape": m["input_shape"]}
         row = {k: m.get(k) for k in ("id", "group", "family", "spec", "kwargs", "input_shape", "note", "status",
                                      "all_ok", "category", "failure", "fix", "total_s", "peak_rss_mb")}
         rows.append({**row, "steps": steps})
