@@ -52,7 +52,7 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
-__all__ = ["NodeEffect", "node_effect", "alias_roots", "find_overwritten", "eliminate_dead_code",
+__all__ = ["NodeEffect", "node_effect", "node_effects", "alias_roots", "find_overwritten", "eliminate_dead_code",
            "insert_copies", "probe", "can_probe"]
 
 # Tensor methods / torch functions whose result may share storage with their first argument: views,
@@ -113,21 +113,40 @@ def _out_nodes(node: fx.Node) -> list[fx.Node]:
     return found
 
 
+_NO_PARAM = (None, inspect.Parameter.empty)
+
+
+def _param_slot(target: Any, name: str) -> tuple[int | None, Any]:
+    """(positional index or None, default) of ``target``'s parameter ``name``; ``_NO_PARAM`` if it has none."""
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature
+        return _NO_PARAM
+    for i, param in enumerate(params):
+        if param.name == name:
+            positional = param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+            return (i if positional else None), param.default
+    return _NO_PARAM
+
+
+_SLOTS: dict[tuple[Any, str], tuple[int | None, Any]] = {}
+
+
 def _bound(target: Any, node: fx.Node, name: str) -> Any:
     """The value ``node`` passes for ``target``'s parameter ``name`` (its default if not passed);
     ``inspect.Parameter.empty`` when ``target`` has no such parameter."""
     if name in node.kwargs:
         return node.kwargs[name]
     try:
-        params = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):  # builtins without a signature
-        return inspect.Parameter.empty
-    for i, param in enumerate(params):
-        if param.name == name:
-            if i < len(node.args) and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-                return node.args[i]
-            return param.default
-    return inspect.Parameter.empty
+        slot = _SLOTS.get((target, name))
+        if slot is None:
+            slot = _SLOTS[(target, name)] = _param_slot(target, name)
+    except TypeError:  # an unhashable callable
+        slot = _param_slot(target, name)
+    index, default = slot
+    if index is not None and index < len(node.args):
+        return node.args[index]
+    return default
 
 
 def _maybe_true(value: Any) -> bool:
@@ -280,9 +299,15 @@ def alias_roots(graph: fx.Graph, effects: Mapping[fx.Node, NodeEffect]) -> dict[
     return roots
 
 
-def _analyse(graph: fx.Graph, root: nn.Module, training: bool
-             ) -> tuple[dict[fx.Node, NodeEffect], dict[fx.Node, Roots]]:
-    effects = {node: node_effect(node, root, training) for node in graph.nodes}
+def node_effects(graph: fx.Graph, root: nn.Module, training: bool) -> dict[fx.Node, NodeEffect]:
+    """:func:`node_effect` of every node of ``graph``."""
+    return {node: node_effect(node, root, training) for node in graph.nodes}
+
+
+def _analyse(graph: fx.Graph, root: nn.Module, training: bool, effects: Mapping[fx.Node, NodeEffect] | None
+             ) -> tuple[Mapping[fx.Node, NodeEffect], dict[fx.Node, Roots]]:
+    if effects is None:
+        effects = node_effects(graph, root, training)
     return effects, alias_roots(graph, effects)
 
 
@@ -292,19 +317,23 @@ def _maybe_container(node: fx.Node) -> bool:
                and isinstance(u.args[1], int) for u in node.users)
 
 
-def find_overwritten(graph: fx.Graph, nodes: Iterable[fx.Node], root: nn.Module, training: bool
+def find_overwritten(graph: fx.Graph, nodes: Iterable[fx.Node], root: nn.Module, training: bool,
+                     effects: Mapping[fx.Node, NodeEffect] | None = None
                      ) -> tuple[dict[fx.Node, fx.Node], set[fx.Node]]:
     """Which of ``nodes`` a later node of ``graph`` overwrites in place.
 
     Returns ``(overwritten, unknown)``: ``{node: the first node that certainly
     changes its value}``, and the nodes that only an op of unknown behaviour (or an
     op on a possible alias) might change, for :func:`probe` to decide.
+    ``effects`` (from :func:`node_effects`, possibly for a larger graph) saves
+    computing them again.
     """
-    effects, roots = _analyse(graph, root, training)
+    effects, roots = _analyse(graph, root, training, effects)
     position = {node: i for i, node in enumerate(graph.nodes)}
     # Per root: (position, node, certain) of every later write or possible write to its storage.
     writes: dict[fx.Node, list[tuple[int, fx.Node, bool]]] = {}
-    for node, effect in effects.items():
+    for node in graph.nodes:
+        effect = effects[node]
         targets = [(arg, True) for arg in effect.mutates]
         if effect.unknown:
             targets += [(arg, False) for arg in node.all_input_nodes]
@@ -333,7 +362,8 @@ def find_overwritten(graph: fx.Graph, nodes: Iterable[fx.Node], root: nn.Module,
 
 
 def eliminate_dead_code(graph: fx.Graph, root: nn.Module, training: bool,
-                        statements: Collection[fx.Node] = ()) -> None:
+                        statements: Collection[fx.Node] = (),
+                        effects: Mapping[fx.Node, NodeEffect] | None = None) -> None:
     """Remove the nodes the output does not need, keeping in-place writes that it does.
 
     Like :meth:`torch.fx.Graph.eliminate_dead_code`, plus: a node that changes a
@@ -342,11 +372,11 @@ def eliminate_dead_code(graph: fx.Graph, root: nn.Module, training: bool,
     reads that tensor or an alias of it. The output itself does not count as a
     reader: a returned value is the value its node computed (:func:`insert_copies`).
     """
-    effects, roots = _analyse(graph, root, training)
+    effects, roots = _analyse(graph, root, training, effects)
     live: set[fx.Node] = set()
     read: set[fx.Node] = set()  # roots read by kept nodes after the current one
     for node in reversed(graph.nodes):
-        keep = node.op in ("placeholder", "output") or node.is_impure() or any(u in live for u in node.users)
+        keep = node.op in ("placeholder", "output") or any(u in live for u in node.users) or node.is_impure()
         if not keep:
             effect = effects[node]
             written = list(effect.mutates)

@@ -553,9 +553,10 @@ def create_feature_extractor(
                 graph.output(OrderedDict((out, node) for out, (_, node) in outputs.items()))
             graph.owning_module = model  # call_module purity checks in DCE look modules up here
             training = mode == "train"
-            _inplace.eliminate_dead_code(graph, model, training, statements)
+            effects = _inplace.node_effects(graph, model, training)
+            _inplace.eliminate_dead_code(graph, model, training, statements, effects)
             returned = OrderedDict((out, node) for out, (_, node) in outputs.items())
-            overwritten, undecided = _inplace.find_overwritten(graph, returned.values(), model, training)
+            overwritten, undecided = _inplace.find_overwritten(graph, returned.values(), model, training, effects)
             _inplace.insert_copies(graph, overwritten)
             names = tracer.node_to_qualname
             inplace["copied"][mode] = OrderedDict(
