@@ -29,7 +29,7 @@ import enum
 import fnmatch
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import torch
 
@@ -48,6 +48,10 @@ __all__ = [
     "Scratch",
     "json_number",
     "dtype_name",
+    "kind_of",
+    "Metrics",
+    "fast_metrics",
+    "careful_metrics",
 ]
 
 
@@ -178,6 +182,21 @@ class Tolerance:
 def resolve_tolerances(
     tolerances: "Tolerance | Mapping[str, Tolerance | Mapping[str, Any]] | None",
 ) -> list[tuple[str, Tolerance]]:
+    """``(pattern, Tolerance)`` pairs from what a caller gives ``tolerances=``.
+
+    A single :class:`Tolerance`, or a dict of its fields, applies to every output (``"*"``);
+    otherwise the keys are output names or glob patterns.
+
+    Raises:
+        InvalidInputError: not a Tolerance/mapping, or a tolerance dict with unknown keys.
+
+    Example:
+        >>> resolve_tolerances({"rtol": 0.01})
+        [('*', Tolerance(rtol=0.01, atol=None, range_atol=0.0, max_mismatch=0.0, min_cosine=None, \
+check_dtype=True, dtype_floor=True))]
+        >>> [p for p, _ in resolve_tolerances({"feat*": Tolerance(rtol=0.1), "logits": {"atol": 1.0}})]
+        ['feat*', 'logits']
+    """
     if tolerances is None:
         return []
     if isinstance(tolerances, Tolerance):
@@ -194,18 +213,29 @@ def resolve_tolerances(
 
 
 def tolerance_for(name: str, patterns: list[tuple[str, Tolerance]], default: Tolerance,
-                   runner_default: Tolerance | None) -> Tolerance:
-    # Exact name first, then the first matching pattern, then the runner's default, then verify()'s.
+                  format_default: Tolerance | None = None) -> Tolerance:
+    """The thresholds of output ``name``: its exact pattern, else the first glob that matches,
+    else the format's default (a variant's looser thresholds), else ``default``.
+
+    Unset ``rtol``/``atol`` of the chosen tolerance come from ``default``.
+
+    Example:
+        >>> patterns = resolve_tolerances({"feat*": {"rtol": 0.1}, "feat2": {"atol": 0.5}})
+        >>> base = Tolerance(rtol=1e-3, atol=1e-4)
+        >>> tolerance_for("feat2", patterns, base).atol, tolerance_for("feat1", patterns, base).rtol
+        (0.5, 0.1)
+        >>> tolerance_for("logits", patterns, base, Tolerance(min_cosine=0.99)).min_cosine
+        0.99
+    """
     for pattern, tol in patterns:
         if pattern == name:
             return tol.merged(default)
     for pattern, tol in patterns:
         if fnmatch.fnmatchcase(name, pattern):
             return tol.merged(default)
-    if runner_default is not None:
-        return runner_default.merged(default)
+    if format_default is not None:
+        return format_default.merged(default)
     return default
-
 
 
 @dataclass
@@ -244,13 +274,23 @@ class OutputCheck:
         return not self.problems
 
     @property
+    def kinds(self) -> list[ProblemKind]:
+        """The kind of each problem, in order (a plain-string problem counts as ``UNVERIFIED``)."""
+        return [kind_of(p) for p in self.problems]
+
+    @property
+    def structural(self) -> bool:
+        """Whether some problem is structural (missing, misplaced, shape, dtype, load, runtime ...)."""
+        return any(k.structural for k in self.kinds)
+
+    @property
     def severity(self) -> float:
         """Sort key: structural failures first, then by how far outside the tolerance."""
         if self.ok:
             return -1.0 if self.worst_ratio is None else min(self.worst_ratio, 1.0) - 1.0
         # structural: missing, out of place, wrong shape/dtype, runtime error (value problems are
         # "N of M elements outside ..." and "cosine ...")
-        if self.worst_ratio is None or any(_kind(p).structural for p in self.problems):
+        if self.worst_ratio is None or self.structural:
             return math.inf
         ratio = self.worst_ratio
         if self.min_cosine is not None and self.cosine is not None and self.cosine < self.min_cosine:
@@ -258,17 +298,24 @@ class OutputCheck:
         return ratio
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields; ``problems`` stay strings and ``kinds`` lists their kinds in parallel."""
         data = {k: json_number(v) for k, v in self.__dict__.items()}
+        data["problems"] = [str(p) for p in self.problems]
+        data["kinds"] = [k.value for k in self.kinds]
         data["ok"] = self.ok
         return data
 
 
 def json_number(value: Any) -> Any:
-    """JSON has no inf/nan: write them as strings so the file stays valid JSON."""
+    """JSON has no inf/nan: write them as strings so the file stays valid JSON.
+
+    Example:
+        >>> json_number(float("inf")), json_number(float("nan")), json_number(0.5)
+        ('inf', 'nan', 0.5)
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
-
 
 
 def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, runtime: str = "",
@@ -313,9 +360,9 @@ def compare_tensors(name: str, ref: torch.Tensor, out: Any, tol: Tolerance, *, r
         check.max_abs = check.max_rel = check.mismatch = check.worst_ratio = 0.0
         check.cosine = 1.0
         return check
-    metrics = _fast_metrics(ref, out_t, rtol, atol, tol.range_atol, _scratch)
+    metrics = fast_metrics(ref, out_t, rtol, atol, tol.range_atol, _scratch)
     if metrics is None:  # inf / nan somewhere: the careful float64 path
-        metrics = _careful_metrics(ref, out_t, rtol, atol, tol.range_atol)
+        metrics = careful_metrics(ref, out_t, rtol, atol, tol.range_atol)
     n_out, check.max_abs, check.worst_ratio, check.max_rel, check.cosine, check.atol = metrics
     check.mismatch = n_out / n
 
@@ -352,13 +399,32 @@ class Scratch:
         return buf[:n]
 
 
-def _fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float, range_atol: float,
-                  scratch: Scratch | None = None):
+class Metrics(NamedTuple):
+    """What :func:`fast_metrics` and :func:`careful_metrics` measure (``atol``: the effective one)."""
+
+    n_outside: int
+    max_abs: float
+    worst_ratio: float
+    max_rel: float
+    cosine: float
+    atol: float
+
+
+def fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float, range_atol: float = 0.0,
+                 scratch: Scratch | None = None) -> Metrics | None:
     """Metrics in a few passes over float32 (float64 inputs stay float64); None if anything is non-finite.
 
     The subtraction of two float32 values is exact to half an ulp of the difference, so the
-    error metrics lose nothing by staying in float32. Returns
-    ``(n_outside, max_abs, worst_ratio, max_rel, cosine, effective_atol)``.
+    error metrics lose nothing by staying in float32. On finite tensors it agrees with
+    :func:`careful_metrics` (a property test checks it); :func:`compare_tensors` falls back
+    to that path when this one returns None.
+
+    Example:
+        >>> ref = torch.tensor([1.0, 2.0, 4.0])
+        >>> fast_metrics(ref, ref + torch.tensor([0.0, 0.0, 0.5]), rtol=0.1, atol=0.0)
+        Metrics(n_outside=1, max_abs=0.5, worst_ratio=1.25, max_rel=0.125, cosine=0.99..., atol=0.0)
+        >>> fast_metrics(ref, torch.tensor([1.0, float("nan"), 4.0]), rtol=0.1, atol=0.0) is None
+        True
     """
     scratch = scratch or Scratch()
     work = _work_dtype(ref, out)
@@ -375,7 +441,7 @@ def _fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float
     if range_atol:
         atol = max(atol, range_atol * r_max)
     if max_abs == 0.0:
-        return 0, 0.0, 0.0, 0.0, 1.0, atol
+        return Metrics(0, 0.0, 0.0, 0.0, 1.0, atol)
     if rtol > 0.0 and atol_given > 0.0:
         # relative error with denominator |ref| + atol/rtol (the given atol, not the range floor)
         rel = torch.add(r_abs, atol_given / rtol, out=scratch.get("rel", n, work))
@@ -392,11 +458,23 @@ def _fast_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float
         n_out = int(torch.count_nonzero(diff > bound))
         rel = torch.where(diff == 0, zero, diff / r.abs())
         max_rel = float(rel.max())
-    return n_out, max_abs, worst, max_rel, _cosine(r, a, r_max), atol
+    return Metrics(n_out, max_abs, worst, max_rel, _cosine(r, a, r_max), atol)
 
 
-def _careful_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float, range_atol: float):
-    """float64 metrics that treat equal infinities and NaNs at the same places as equal."""
+def careful_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: float,
+                    range_atol: float = 0.0) -> Metrics:
+    """float64 metrics that treat equal infinities and NaNs at the same places as equal.
+
+    An inf or NaN where the other tensor holds something else is an infinite error there
+    (``max_abs == inf``, counted outside); the cosine is taken over the elements finite in both.
+
+    Example:
+        >>> ref = torch.tensor([1.0, float("inf"), float("nan")])
+        >>> careful_metrics(ref, ref.clone(), rtol=1e-3, atol=0.0)
+        Metrics(n_outside=0, max_abs=0.0, worst_ratio=0.0, max_rel=0.0, cosine=1.0, atol=0.0)
+        >>> careful_metrics(ref, torch.tensor([1.0, 1.0, float("nan")]), rtol=1e-3, atol=0.0).n_outside
+        1
+    """
     r = ref.detach().reshape(-1).to(torch.float64)
     a = out.detach().reshape(-1).to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64)
@@ -417,7 +495,7 @@ def _careful_metrics(ref: torch.Tensor, out: torch.Tensor, rtol: float, atol: fl
     max_rel = float(torch.where(diff == 0, zero, diff / denom).max())
     rf, af = r[finite], a[finite]
     cosine = _cosine(rf, af, float(rf.abs().max()) if rf.numel() else 0.0) if max_abs else 1.0
-    return n_out, max_abs, worst, max_rel, cosine, atol
+    return Metrics(n_out, max_abs, worst, max_rel, cosine, atol)
 
 
 def _cosine(r: torch.Tensor, a: torch.Tensor, r_max: float) -> float:
@@ -452,6 +530,12 @@ def _to_tensor(value: Any) -> torch.Tensor:
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """``"float32"`` for ``torch.float32``.
+
+    Example:
+        >>> dtype_name(torch.bfloat16)
+        'bfloat16'
+    """
     return str(dtype).replace("torch.", "")
 
 
@@ -459,10 +543,13 @@ def _shape(shape: Iterable[int]) -> str:
     return "(" + ", ".join(str(int(d)) for d in shape) + ")"
 
 
+def kind_of(problem: str) -> ProblemKind:
+    """A problem's kind; a plain string (a caller's own message) counts as structural (``UNVERIFIED``).
 
-
-def _kind(problem: str) -> ProblemKind:
-    """A problem's kind; a plain string (a caller's own message) counts as structural."""
+    Example:
+        >>> kind_of(Problem(ProblemKind.COSINE, "cosine 0.9 < 0.99")), kind_of("something else")
+        (<ProblemKind.COSINE: 'cosine'>, <ProblemKind.UNVERIFIED: 'unverified'>)
+    """
     return problem.kind if isinstance(problem, Problem) else ProblemKind.UNVERIFIED
 
 
