@@ -93,8 +93,11 @@ METADATA_NAME = MANIFEST_KEY
 MAX_FLATBUFFER_BYTES = 2**31 - 1
 #: room kept for the graph, the tensors' descriptions and the manifest beside the weights
 _GRAPH_HEADROOM = 16 << 20
-#: the ai-edge-quantizer recipe :func:`quantize_int8` applies (``recipe.static_wi8_ai8()``)
-INT8_RECIPE = "static_wi8_ai8"
+#: what :func:`quantize_int8` asks ai-edge-quantizer for: its ``static_wi8_ai8`` recipe (every supported op,
+#: int8 symmetric per-channel weights, int8 asymmetric per-tensor activations, min/max calibration) with the
+#: model's inputs and outputs left float32 (``INPUT`` / ``OUTPUT`` not quantized: the recipe alone makes
+#: them int8, and the file would no longer take what its fp32 source takes)
+INT8_RECIPE = "static_wi8_ai8, float32 inputs/outputs"
 #: int8 pass/fail thresholds, as ``fxexport.edge.DEFAULT_THRESHOLDS["int8"]`` (cosine >= 0.98, max error
 #: <= 0.25 of the output's largest magnitude) in ``Tolerance`` keyword arguments
 INT8_TOLERANCE: dict[str, Any] = {"rtol": 0.0, "atol": 0.0, "range_atol": 0.25, "max_mismatch": 0.0,
@@ -663,6 +666,9 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
     details = runner.get_input_details()
     accepts = {n: [int(d) for d in details[n]["shape_signature"]] for n in in_names}
     dtypes = {n: np.dtype(details[n]["dtype"]) for n in in_names}
+    in_quant = {n: _affine(details[n]) for n in in_names}
+    out_details = runner.get_output_details()
+    out_quant = {n: _affine(out_details[n]) for n in out_names}
     state = {"first": True}
 
     def run(inputs: Sequence[Any]) -> list[torch.Tensor]:
@@ -675,6 +681,10 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
             if arr.ndim != len(want) or any(w >= 0 and w != s for w, s in zip(want, arr.shape)):
                 shown = ["?" if w < 0 else w for w in want]
                 raise VerificationError(f"LiteRT input '{name}' has shape {list(arr.shape)}; the file accepts {shown}")
+            if in_quant[name] is not None and arr.dtype.kind == "f":  # a full-integer model: quantize
+                scale, zero = in_quant[name]
+                info = np.iinfo(dtypes[name])
+                arr = np.clip(np.round(arr / scale) + zero, info.min, info.max)
             feeds[name] = np.ascontiguousarray(arr, dtype=dtypes[name])
         if state["first"]:  # XNNPACK announces itself on stderr when it first prepares the graph
             with _native_stderr_silenced():
@@ -682,7 +692,14 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
             state["first"] = False
         else:
             out = runner(**feeds)
-        return [torch.from_numpy(np.array(out[n])) for n in out_names]
+        result = []
+        for n in out_names:
+            value = np.array(out[n])
+            if out_quant[n] is not None:  # quantized output: dequantize with the file's scale / zero point
+                scale, zero = out_quant[n]
+                value = ((value.astype(np.float32) - zero) * scale).astype(np.float32)
+            result.append(torch.from_numpy(value))
+        return result
 
     run.interpreter = interpreter  # type: ignore[attr-defined]  # lives as long as the session
     return Session(output_names=out_names, run=run, input_names=in_names, runtime="litert")
@@ -698,11 +715,11 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
     Works on the ``.tflite`` alone (no eager model is rebuilt): ai-edge-quantizer
     calibrates the float model in the interpreter on ``calibration`` (``{input name:
     array}`` dicts, the ones every int8 path of fxexport calibrates on) and applies
-    :data:`INT8_RECIPE`: int8 weights (per channel for convolutions and fully connected
-    layers) and int8 activations (min/max), every supported op; inputs and outputs stay
-    float32. The manifest gets format ``"litert-int8"`` and the settings in
-    ``extra["edge"]``; the file is written atomically after it ran on the first
-    calibration input with the manifest's names.
+    :data:`INT8_RECIPE`: int8 weights (symmetric, per channel) and int8 activations
+    (asymmetric, per tensor, min/max), every supported op; inputs and outputs stay
+    float32, so the file takes and returns what its source does. The manifest gets
+    format ``"litert-int8"`` and the settings in ``extra["edge"]``; the file is written
+    atomically after it ran on the first calibration input with the manifest's names.
 
     Raises:
         InvalidInputError: empty or malformed calibration (names, shapes), or ``dst`` is ``src``.
@@ -731,13 +748,13 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
         content = bytes(data)
     io = _signature_io(_model_root(content, str(src)), str(src))
     try:
-        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer import quantizer
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"ai-edge-quantizer cannot be imported ({_first_line(err)}); {INSTALL_HINT}") from err
     try:
         with _converter_quiet():
             qt = quantizer.Quantizer(bytearray(content))
-            qt.load_quantization_recipe(getattr(recipe, INT8_RECIPE)())
+            qt.load_quantization_recipe(_int8_recipe())
             calibrated = qt.calibrate({str(io.facts["signature"]): sets}, num_threads=max(1, torch.get_num_threads()))
             result = qt.quantize(calibrated, enable_progress_report=False)
     except Exception as err:  # noqa: BLE001 - the quantizer fails in any type
@@ -747,8 +764,8 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
     versions["ai-edge-quantizer"] = _dist_version("ai-edge-quantizer")
     extra = dict(manifest.extra)
     extra["edge"] = {"source": src.name, "quantization": {
-        "tool": "ai-edge-quantizer", "recipe": INT8_RECIPE, "weight_type": "int8 (per channel)",
-        "activation_type": "int8", "algorithm": "min_max_uniform_quant", "io": "float32",
+        "tool": "ai-edge-quantizer", "recipe": INT8_RECIPE, "weight_type": "int8 (symmetric, per channel)",
+        "activation_type": "int8 (asymmetric, per tensor)", "algorithm": "min_max_uniform_quantize", "io": "float32",
         "calibration": {"count": len(sets)}}}
     out = dataclasses.replace(manifest, format=INT8_FORMAT, versions=versions, extra=extra)
     quantized = embed_manifest(bytes(result.quantized_model), out)
@@ -763,6 +780,20 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
         if bad:
             raise ExportError(f"the int8 LiteRT model gives non-finite values for {bad} on the first calibration input")
     return out
+
+
+def _int8_recipe() -> Any:
+    """:data:`INT8_RECIPE` as an ai-edge-quantizer recipe."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                              activation_num_bits=8, weight_num_bits=8,
+                              algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        manager.add_quantization_config(regex=".*", operation_name=io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return manager.get_quantization_recipe()
 
 
 def default_tolerance(manifest: Manifest) -> dict[str, Any] | None:
@@ -781,6 +812,17 @@ def default_tolerance(manifest: Manifest) -> dict[str, Any] | None:
     if str(manifest.format).lower() == INT8_FORMAT:
         return dict(INT8_TOLERANCE)
     return None
+
+
+def _affine(detail: Mapping[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of a per-tensor quantized integer tensor, else None."""
+    if np.dtype(detail["dtype"]).kind not in "iu":
+        return None
+    params = detail.get("quantization_parameters") or {}
+    scales, zeros = np.asarray(params.get("scales", [])), np.asarray(params.get("zero_points", []))
+    if scales.size != 1 or not float(scales[0]):
+        return None
+    return float(scales[0]), int(zeros[0]) if zeros.size else 0
 
 
 def _check_calibration(calibration: Any, manifest: Manifest) -> list[dict[str, np.ndarray]]:
