@@ -3,9 +3,10 @@
 
 Model: torchvision resnet50 (seeded random weights), nodes layer1..layer4 (``--model
 resnet18`` for a smaller one), exported with ``fxexport.export_onnx`` (dynamic batch) and,
-with ``--format xml`` or ``both``, converted to an OpenVINO IR (float32 weights). Input
-1x3x224x224. Both sides compile the file for CPU with the same properties: PERFORMANCE_HINT
-LATENCY, INFERENCE_NUM_THREADS ``--threads`` (2), INFERENCE_PRECISION_HINT f32.
+with ``--format xml`` or ``both``, with fxexport's OpenVINO format (an IR, float32 weights).
+Input 1x3x224x224. Both sides compile the file for CPU with the same properties:
+PERFORMANCE_HINT LATENCY, NUM_STREAMS 1, INFERENCE_NUM_THREADS ``--threads`` (2),
+INFERENCE_PRECISION_HINT f32.
 
 Rows (one per file and side):
   * ``c++``: ``fxexport_openvino FILE x.npy --bench R --warmup W --threads T``, one process per
@@ -57,19 +58,26 @@ def _export(model: str, folder: Path, formats: list[str]) -> dict[str, Path]:
     manifest = export_onnx(extractor, torch.rand(1, 3, 224, 224), onnx_path, dynamic=["batch"])
     files = {"onnx": onnx_path}
     if "xml" in formats:
-        import openvino as ov
-
-        ir = ov.convert_model(str(onnx_path))
-        data = manifest.to_dict()
-        data["format"] = "openvino"
-        ir.set_rt_info(json.dumps(data), "fxexport")
-        ov.save_model(ir, str(folder / f"{model}.xml"), compress_to_fp16=False)
         files["xml"] = folder / f"{model}.xml"
+        try:
+            from fxexport.formats.openvino import export as export_openvino
+        except ImportError:  # before fxexport's OpenVINO format: the same conversion by hand
+            export_openvino = None
+        if export_openvino is not None:
+            export_openvino(extractor, torch.rand(1, 3, 224, 224), files["xml"], dynamic=["batch"])
+        else:
+            import openvino as ov
+
+            ir = ov.convert_model(str(onnx_path))
+            ir.set_rt_info(json.dumps(dict(manifest.to_dict(), format="openvino")), ["fxexport", "manifest"])
+            ov.save_model(ir, str(files["xml"]), compress_to_fp16=False)
     return {k: v for k, v in files.items() if k in formats}
 
 
 def _config(threads: int) -> dict:
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    """What the C++ program sets (and fxexport.formats.openvino.compile_config for a float32 file)."""
+    return {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": "f32"}
 
 
 def _cpp_block(binary: Path, path: Path, x_npy: Path, out: Path, *, runs: int, warmup: int, threads: int) -> float:

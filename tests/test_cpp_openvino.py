@@ -147,8 +147,9 @@ def test_openvino_program_matches_eager_by_name(which, kind, program, root, tmp_
         assert err <= TOLERANCE, f"{kind} {which} output '{name}': scaled max abs error {err:.3g}"
     listing = json.loads((tmp_path / "outputs" / "outputs.json").read_text())
     assert listing["kind"] == ("openvino" if kind == "xml" else "onnx")
-    # float32 artifact: the compiled model reports f32, whatever the CPU's bf16 / AMX support.
-    assert listing["inference_precision"] == "f32" and listing["threads"] == 2
+    # float32 artifact: f32 asked for and reported by the compiled model, whatever the CPU's bf16 / AMX support.
+    assert listing["precision_hint"] == "f32" and listing["inference_precision"] == "f32"
+    assert listing["threads"] == 2
 
 
 def test_outputs_json_stdout_and_files_agree(program, root, tmp_path):
@@ -286,6 +287,30 @@ def test_inputs_are_cast_and_raw_inputs_take_a_shape(program, root, tmp_path):
     for name in ref:
         np.testing.assert_array_equal(got64[name], ref[name])
         np.testing.assert_array_equal(np.load(tmp_path / "raw" / f"{list(ref).index(name)}_{name}.npy"), ref[name])
+
+
+def test_f32_hint_for_float32_artifacts_only(program, root, tmp_path):
+    """INFERENCE_PRECISION_HINT=f32 unless the manifest says float16 / bfloat16 (as compile_config decides)."""
+    onnx_path, manifest = _artifact("resnet18", "onnx", root)
+    x = _npy(tmp_path / "x.npy", example(1))
+
+    def hint(path, *args):
+        proc = _run(program, path, x, "--out", tmp_path / "o", *args)
+        assert proc.returncode == 0, proc.stderr
+        listing = json.loads((tmp_path / "o" / "outputs.json").read_text())
+        line = next(line for line in proc.stdout.splitlines() if line.startswith("runtime: "))
+        assert f"(hint {listing['precision_hint'] or 'none'})" in line
+        return listing["precision_hint"]
+
+    assert hint(onnx_path) == "f32"
+    assert hint(onnx_path, "--precision", "as-is") is None
+    fp16 = dict(_ir_manifest(manifest), format="openvino-fp16")
+    xml = _ir(onnx_path, tmp_path / "fp16.xml", fp16)
+    assert hint(xml) is None
+    assert hint(xml, "--precision", "f32") == "f32"
+    bf16 = _ir_manifest(manifest)
+    bf16["outputs"] = [dict(o, dtype="bfloat16") for o in bf16["outputs"]]
+    assert hint(_ir(onnx_path, tmp_path / "bf16.xml", bf16)) is None
 
 
 def test_bench_times_runs_after_warmup(program, root, tmp_path):

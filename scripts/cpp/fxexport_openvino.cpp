@@ -22,12 +22,15 @@
 // double), and with --out DIR writes DIR/<i>_<name>.npy plus DIR/outputs.json, which lists the
 // outputs in order: [{"name", "file", "shape", "dtype", "sum", "abs_sum"}].
 //
-// Precision: for a float32 model (every floating-point input and output f32) the program sets
-// INFERENCE_PRECISION_HINT to f32, because on CPUs with bf16 or AMX the CPU plugin otherwise
-// computes in bf16. --precision f32 forces it, --precision as-is leaves the device's default.
-// The precision the compiled model reports is printed ("inference precision f32").
+// Precision: for a float32 model (every floating-point input and output f32, and no float16 or
+// bfloat16 in the manifest's format name or dtypes, as fxexport's Python sessions decide) the
+// program sets INFERENCE_PRECISION_HINT to f32, because on CPUs with bf16 or AMX the CPU plugin
+// otherwise computes in bf16. --precision f32 forces it, --precision as-is leaves the device's
+// default. The hint set and the precision the compiled model reports are printed ("inference
+// precision f32 (hint f32)") and written to outputs.json ("precision_hint", "inference_precision").
 //
-// --threads N sets INFERENCE_NUM_THREADS; the program always asks for PERFORMANCE_HINT LATENCY.
+// --threads N sets INFERENCE_NUM_THREADS; the program always asks for PERFORMANCE_HINT LATENCY and
+// NUM_STREAMS 1 (as fxexport's Python sessions do).
 // --repeat N runs the model N more times after the first run and prints the median latency in
 // milliseconds (as fxexport_infer does); --bench N times N runs after --warmup W untimed runs
 // (default 10) and prints median, mean and min; outputs.json then holds "times_ms".
@@ -546,6 +549,7 @@ struct ManifestInfo {
   std::string source;      // where it was found, e.g. rt_info["fxexport"]["manifest"]
   std::string format;      // its "format" field ("onnx", "openvino"), when it has one
   std::string bin_sha256;  // the IR's recorded .bin hash (rt_info["fxexport"]["bin_sha256"]), when any
+  bool low_precision = false;  // the manifest says float16 / bfloat16
   std::vector<std::string> output_names;
 };
 
@@ -590,6 +594,20 @@ ManifestInfo read_manifest(const std::shared_ptr<ov::Model>& model) {
     if (!name || name->type != Json::Type::String)
       throw std::runtime_error("the manifest in " + info.source + " has an output without a name");
     info.output_names.push_back(name->string);
+  }
+  // As fxexport.formats.openvino.compile_config: a float32 artifact unless the manifest says it
+  // computes in float16 / bfloat16 (its format name, or an input / output dtype).
+  std::string fmt = info.format;
+  std::transform(fmt.begin(), fmt.end(), fmt.begin(), [](unsigned char c) { return std::tolower(c); });
+  info.low_precision = fmt.find("fp16") != std::string::npos || fmt.find("bf16") != std::string::npos;
+  for (const char* key : {"inputs", "outputs"}) {
+    const Json* tensors = manifest.get(key);
+    if (!tensors || tensors->type != Json::Type::Array) continue;
+    for (const auto& t : tensors->array) {
+      const Json* dtype = t.type == Json::Type::Object ? t.get("dtype") : nullptr;
+      if (dtype && dtype->type == Json::Type::String && (dtype->string == "float16" || dtype->string == "bfloat16"))
+        info.low_precision = true;
+    }
   }
   return info;
 }
@@ -762,13 +780,16 @@ int main(int argc, char** argv) {
   }
 
   ov::CompiledModel compiled;
-  std::string compiled_precision = "(device default)";
+  std::string compiled_precision = "(device default)", hint;
   try {
-    ov::AnyMap config{ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY)};
+    // The settings of fxexport's Python sessions (fxexport.formats.openvino.compile_config).
+    ov::AnyMap config{ov::hint::performance_mode(ov::hint::PerformanceMode::LATENCY), ov::num_streams(1)};
     if (threads > 0) config.emplace(ov::inference_num_threads(threads));
-    bool f32 = precision == "f32" || (precision == "auto" && is_float32_model(model));
-    if (f32 && supports(core, device, ov::hint::inference_precision.name()))
+    bool f32 = precision == "f32" || (precision == "auto" && !manifest.low_precision && is_float32_model(model));
+    if (f32 && supports(core, device, ov::hint::inference_precision.name())) {
       config.emplace(ov::hint::inference_precision(ov::element::f32));
+      hint = "f32";
+    }
     compiled = core.compile_model(model, device, config);
     if (supports(core, device, ov::hint::inference_precision.name()))
       compiled_precision = compiled.get_property(ov::hint::inference_precision).get_type_name();
@@ -790,7 +811,8 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
   }
   std::cout << "runtime: OpenVINO " << ov::get_openvino_version().buildNumber << ", device " << device
-            << ", inference precision " << compiled_precision << ", " << used_threads << " threads\n";
+            << ", inference precision " << compiled_precision << " (hint " << (hint.empty() ? "none" : hint) << "), "
+            << used_threads << " threads\n";
 
   ov::InferRequest request;
   std::vector<double> times_ms;
@@ -815,7 +837,8 @@ int main(int argc, char** argv) {
   std::ostringstream listing;
   listing << std::setprecision(17) << "{\"artifact\": " << json_quote(model_path) << ", \"kind\": " << json_quote(kind)
           << ", \"manifest_source\": " << (manifest.json.empty() ? "null" : json_quote(manifest.source))
-          << ", \"device\": " << json_quote(device) << ", \"inference_precision\": " << json_quote(compiled_precision)
+          << ", \"device\": " << json_quote(device) << ", \"precision_hint\": " << (hint.empty() ? "null" : json_quote(hint))
+          << ", \"inference_precision\": " << json_quote(compiled_precision)
           << ", \"threads\": " << used_threads << ", \"outputs\": [";
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& name = names[i];
