@@ -50,7 +50,7 @@ def _export(model: str, folder: Path, formats: list[str]) -> dict[str, Path]:
     import torch
 
     from fxexport import create_feature_extractor
-    from fxexport.export.onnx import export_onnx
+    from fxexport import export_onnx
     from fxexport.models import load_model
 
     extractor = create_feature_extractor(load_model(f"torchvision:{model}"), NODES[model]).eval()

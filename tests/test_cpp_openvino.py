@@ -58,7 +58,7 @@ def _onnx(which: str, root):
     """(path, manifest) of export_onnx of "resnet18" or "multitask", made once per test process."""
     key = f"onnx-{which}"
     if key not in _made:
-        from fxexport.export.onnx import export_onnx
+        from fxexport import export_onnx
         from fxexport.models import model_info
 
         path = root / f"{which}.onnx"
@@ -254,8 +254,7 @@ def test_nested_outputs_round_trip_through_unflatten(program, tmp_path):
     """Tuple and dict heads (models/two_head.py) come out of OpenVINO as det.0, det.1, seg.mask, seg.edge."""
     from _cpp_artifacts import REPO
 
-    from fxexport import create_feature_extractor, unflatten
-    from fxexport.export.onnx import export_onnx
+    from fxexport import create_feature_extractor, export_onnx, unflatten
     from fxexport.models import load_model, resolve_leaf_modules
 
     model = load_model(str(REPO / "models" / "two_head.py") + ":build")
