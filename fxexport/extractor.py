@@ -40,7 +40,7 @@ from fxexport import _inplace
 from fxexport.errors import NodeNotFoundError, TraceError
 from fxexport.tracing import NodePathTracer, default_tracer_kwargs
 
-__all__ = ["get_graph_node_names", "create_feature_extractor", "FeatureExtractor"]
+__all__ = ["get_graph_node_names", "create_feature_extractor", "FeatureExtractor", "trace_graph"]
 
 ReturnNodes = Sequence[str] | Mapping[str, str]
 
@@ -86,9 +86,20 @@ def _warn_graph_differences(train_tracer: NodePathTracer, eval_tracer: NodePathT
                   stacklevel=3)
 
 
-def _trace(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: dict[str, Any] | None
-           ) -> tuple[NodePathTracer, fx.Graph]:
-    """Trace ``model`` with a :class:`NodePathTracer`, turning failures into a :class:`TraceError`."""
+def trace_graph(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: dict[str, Any] | None = None
+                ) -> tuple[NodePathTracer, fx.Graph]:
+    """Trace ``model`` (in its current train/eval mode) with a :class:`NodePathTracer`; return the tracer
+    (whose ``node_to_qualname`` holds the node names) and the graph.
+
+    ``tracer_kwargs`` are the tracer's arguments (:func:`fxexport.tracing.default_tracer_kwargs`).
+    A failure becomes a :class:`TraceError` that names the module and what would work.
+
+    Example:
+        >>> from fxexport.tracing import default_tracer_kwargs
+        >>> tracer, graph = trace_graph(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), default_tracer_kwargs(None, None))
+        >>> list(tracer.node_to_qualname.values())
+        ['input', '0', '1']
+    """
     tracer = NodePathTracer(**tracer_kwargs)
     try:
         graph = tracer.trace(model, concrete_args=concrete_args)
@@ -330,6 +341,16 @@ class FeatureExtractor(fx.GraphModule):
             self._settle_probe(mode, outputs, found["changed"], found["snapshots"])
         return result
 
+    def __prepare_scriptable__(self) -> "FeatureExtractor":
+        """Called by ``torch.jit.script``: a scripted extractor never runs the first-call probe."""
+        pending = self.inplace_probe_pending
+        if pending:
+            warnings.warn(
+                f"fxexport: outputs {list(pending)} feed a module or function fxexport does not know, which may "
+                "overwrite them in place; call the extractor once on an example input before torch.jit.script "
+                "so that it can check (and copy them if needed)", stacklevel=3)
+        return self
+
     def _output_nodes(self) -> "OrderedDict[str, Any]":
         output = next(n for n in reversed(self.graph.nodes) if n.op == "output")
         return OrderedDict(output.args[0])
@@ -450,8 +471,8 @@ def get_graph_node_names(
     tracer_kwargs = default_tracer_kwargs(tracer_kwargs, leaf_modules)
     was_training = model.training
     try:
-        train_tracer, _ = _trace(model.train(), tracer_kwargs, concrete_args)
-        eval_tracer, _ = _trace(model.eval(), tracer_kwargs, concrete_args)
+        train_tracer, _ = trace_graph(model.train(), tracer_kwargs, concrete_args)
+        eval_tracer, _ = trace_graph(model.eval(), tracer_kwargs, concrete_args)
     finally:
         model.train(was_training)
     if not suppress_diff_warning:
@@ -540,7 +561,7 @@ def create_feature_extractor(
     try:
         for mode in ("train", "eval"):
             model.train(mode == "train")
-            tracer, graph = _trace(model, tracer_kwargs, concrete_args)
+            tracer, graph = trace_graph(model, tracer_kwargs, concrete_args)
             _check_queries(per_mode[mode], list(tracer.node_to_qualname.values()), mode)
 
             outputs = _select_output_nodes(graph, tracer.node_to_qualname, per_mode[mode])

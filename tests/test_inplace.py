@@ -362,6 +362,17 @@ def test_silent_writer_is_found_by_the_first_call(small):
     assert extractor.inplace_probe_pending == ("bn",) and extractor.copied_before_inplace == {}
 
 
+def test_scripting_before_the_first_call_warns(small):
+    extractor = create_feature_extractor(silent_writer(), ["bn", "leaf"], leaf_modules=[Doubler])
+    with pytest.warns(UserWarning, match=r"\['bn'\].*call the extractor once"):
+        torch.jit.script(extractor)
+    with torch.no_grad():
+        extractor(small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        torch.jit.script(extractor)
+
+
 def test_silent_writer_found_in_inference_mode(small):
     """Inference tensors have no version counter: the probe compares values instead."""
     model = silent_writer()
