@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from fxexport import ExportError, InvalidInputError, VerificationError, create_feature_extractor, export_onnx
-from fxexport.export import _common
+from fxexport import read_manifest as read_any_manifest
 from fxexport.formats import openvino as fov
-from fxexport.manifest import Manifest, read_manifest as read_onnx_manifest
+from fxexport.formats.base import Session
+from fxexport.manifest import Manifest
 
 from _examples import ROOT, two_head_extractor
 
@@ -203,18 +204,21 @@ def test_tampered_or_swapped_bin_is_a_one_line_error_and_never_runs(tmp_path):
         fov.open(tmp_path / "a.xml", m)
 
 
-def test_failed_check_leaves_the_old_pair_and_no_new_file(tmp_path, monkeypatch):
+def test_wrong_ir_fails_the_check_and_leaves_the_old_pair(tmp_path, monkeypatch):
     x = torch.rand(1, 3, 16, 16)
     target = tmp_path / "net.xml"
     m = fov.export(small_convnet(0), x, target)
     old = target.read_bytes(), target.with_suffix(".bin").read_bytes()
+    real = fov._session
 
-    def broken(self, what, run):
-        raise ExportError(f"{what}: injected failure")
+    def off_by_one(compiled, keep=None):  # an IR whose values are wrong: the post-export check must catch it
+        s = real(compiled, keep)
+        return Session(s.output_names, lambda xs: [np.asarray(v) + 1.0 for v in s.run(xs)], s.input_names, s.runtime)
 
-    monkeypatch.setattr(_common.Plan, "check_artifact", broken)
-    with pytest.raises(ExportError, match="injected failure"):
+    monkeypatch.setattr(fov, "_session", off_by_one)
+    with pytest.raises(ExportError, match="output 's1' differs from the extractor's"):
         fov.export(small_convnet(1), x, target)
+    monkeypatch.undo()
     assert (target.read_bytes(), target.with_suffix(".bin").read_bytes()) == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.bin", "net.xml"]
     assert fov.open(target, m).output_names == ["s1", "s2"]
@@ -293,7 +297,7 @@ def _plain_onnx(tmp_path):
 def test_openvino_runs_onnx_files(multitask_ir, tmp_path):
     ex, _, _ = multitask_ir
     m = export_onnx(ex, torch.rand(1, 3, 64, 64), tmp_path / "mt.onnx", dynamic="batch")
-    session = fov.open_onnx_in_openvino(tmp_path / "mt.onnx", read_onnx_manifest(str(tmp_path / "mt.onnx")))
+    session = fov.open_onnx_in_openvino(tmp_path / "mt.onnx", read_any_manifest(str(tmp_path / "mt.onnx")))
     assert session.output_names == m.output_names and session.runtime == "openvino"
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     got = session.run_named([x])
