@@ -1,9 +1,13 @@
 """The ``fxexport`` command line: parse, call the library, print. No logic of its own.
 
-Commands: ``nodes``, ``export``, ``verify``, ``inspect``, ``demo``. Every command has
-``--help`` with an example, ``--json`` / ``--quiet`` for scripts and ``--debug`` for
-tracebacks. Errors are one line on stderr, ``fxexport: error: <message>``, exit code 2;
-a verification mismatch exits with 1.
+Commands: ``nodes``, ``export``, ``verify``, ``inspect``, ``demo``, ``cpp-example``, ``zoo``,
+``optimize``. Every command has ``--help`` with an example, ``--json`` / ``--quiet`` for
+scripts and ``--debug`` for tracebacks. Errors are one line on stderr,
+``fxexport: error: <message>``, exit code 2; a verification mismatch exits with 1.
+
+What each command does is one library call away: formats and runtimes come from the
+registry (:mod:`fxexport.formats`), tables from :mod:`fxexport.display` and the reports'
+own ``__rich__``, the C++ programs from :mod:`fxexport.cpp`.
 
 Adding a command: write ``add_<name>_parser(sub)`` (which calls ``_command(sub, ...)``
 with the handler) and ``cmd_<name>(args) -> int``, and append the add function to
@@ -85,13 +89,6 @@ def _step(args, message: str) -> Iterator[None]:
     elapsed = time.perf_counter() - start
     if elapsed >= 1.0:
         err.print(f"[dim]{message.rstrip('.')} ({elapsed:.1f} s)[/dim]")
-
-
-def _plain(*values: Any) -> list:
-    """Table cells printed as they are (a shape such as ``[batch, 64]`` is not rich markup)."""
-    from rich.text import Text
-
-    return [Text(str(v)) for v in values]
 
 
 def _esc(value: Any) -> str:
@@ -197,7 +194,8 @@ def _common(p: argparse.ArgumentParser, *, json_help: str = "print JSON on stdou
 def _model_options(p: argparse.ArgumentParser, *, positional: bool = True) -> None:
     if positional:
         p.add_argument("model", metavar="MODEL",
-                       help="model spec: torchvision:NAME, timm:NAME, path/to/file.py[:callable] or package.module:callable")
+                       help="model spec: torchvision:NAME, timm:NAME, path/to/file.py[:callable] or "
+                            "package.module:callable")
     g = p.add_argument_group("model")
     if not positional:
         g.add_argument("--model", metavar="MODEL", default=None,
@@ -205,8 +203,10 @@ def _model_options(p: argparse.ArgumentParser, *, positional: bool = True) -> No
     g.add_argument("--model-kwargs", metavar="JSON", default=None,
                    help="keyword arguments for the model builder, e.g. '{\"num_classes\": 10}'")
     g.add_argument("--weights", metavar="FILE", default=None,
-                   help="state dict: .safetensors or torch.save file (loaded with weights_only=True); default: seeded random")
-    g.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and example input (default 0)")
+                   help="state dict: .safetensors or torch.save file (loaded with weights_only=True); "
+                        "default: seeded random")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the random initialisation and example input (default 0)")
     g.add_argument("--leaf-module", metavar="CLASS", action="append", default=[],
                    help="module class not to trace into (control flow on tensor values); repeatable")
 
@@ -216,7 +216,8 @@ def _input_shape_option(p: argparse.ArgumentParser) -> None:
                    help="example input shape (default: the model's own, else 1,3,224,224)")
 
 
-def _command(sub, name: str, handler: Callable, help: str, example: str, description: str = "") -> argparse.ArgumentParser:
+def _command(sub, name: str, handler: Callable, help: str, example: str,
+             description: str = "") -> argparse.ArgumentParser:
     p = sub.add_parser(
         name, help=help, description=(description or help) + "\n\nexample:\n" + textwrap.indent(example.strip(), "  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -247,31 +248,6 @@ def _example_input(args, model):
     return torch.randn(*shape, generator=gen)
 
 
-def _size(path: str | Path | int, manifest: Any = None) -> str:
-    """A file's size for people (``93.9 KB``); an int is a byte count. With the file's manifest, an ONNX
-    file's external data (``extra["external_data"]["bytes"]``) is counted too: the artifact is both files."""
-    n = path if isinstance(path, int) else Path(path).stat().st_size
-    extra = getattr(manifest, "extra", None)
-    record = extra.get("external_data") if isinstance(extra, dict) else None
-    if isinstance(record, dict) and isinstance(record.get("bytes"), int):
-        n += record["bytes"]
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
-def _fmt_shape(shape: Any) -> str:
-    if shape is None:
-        return ""
-    if isinstance(shape, dict):
-        return "{" + ", ".join(f"{k}: {_fmt_shape(v)}" for k, v in shape.items()) + "}"
-    if shape and isinstance(shape[0], list):
-        return "(" + ", ".join(_fmt_shape(s) for s in shape) + ")"
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 # ----------------------------------------------------------------------------- nodes
 
 
@@ -296,7 +272,8 @@ fxexport nodes models/needs_leaf.py:build --leaf-module Gate --json""",
 
 
 def cmd_nodes(args) -> int:
-    from fxexport.describe import describe_nodes, merge_node_lists, node_tree
+    from fxexport.describe import describe_nodes
+    from fxexport.display import NodeListing
     from fxexport.errors import InvalidInputError
 
     model, leaves, _ = _load(args)
@@ -319,65 +296,11 @@ def cmd_nodes(args) -> int:
         _print_json({mode: [i.to_dict() if args.shapes else i.name for i in infos if keep(i.name)]
                      for mode, infos in per_mode.items()})
         return 0
-
-    if args.mode == "both":
-        by_name = {i.name: i for i in per_mode["train"]}
-        by_name.update({i.name: i for i in per_mode["eval"]})
-        merged = merge_node_lists([i.name for i in per_mode["train"]], [i.name for i in per_mode["eval"]])
-        rows = [(name, by_name[name], where) for name, where in merged]
-    else:
-        rows = [(i.name, i, args.mode) for i in per_mode[args.mode]]
-    rows = [r for r in rows if keep(r[0])]
-    mark = {"both": "", "train": "train only", "eval": "eval only"} if args.mode == "both" else {args.mode: ""}
-
+    listing = NodeListing.from_modes(args.model, per_mode, keep=keep, shapes=args.shapes, tree=args.tree)
     if args.quiet:
-        for name, _, where in rows:
-            sys.stdout.write(name + (f"\t{mark[where]}" if mark[where] else "") + "\n")
-        return 0
-
-    console = _console()
-    if args.tree:
-        from rich.tree import Tree
-
-        def label(part, payload):
-            if payload is None:
-                return f"[bold]{_esc(part)}[/bold]"
-            info, where = payload
-            bits = [_esc(part)]
-            if args.shapes:
-                bits.append(f"[cyan]{_esc(_fmt_shape(info.shape) or info.value or '')}[/cyan] [dim]{_esc(info.op)}[/dim]")
-            if mark[where]:
-                bits.append(f"[yellow]({mark[where]})[/yellow]")
-            return " ".join(bits)
-
-        def grow(branch, tnode):
-            for child in tnode.children.values():
-                grow(branch.add(label(child.label, child.info)), child)
-
-        tree = Tree(f"[bold]{_esc(args.model)}[/bold]")
-        grow(tree, node_tree((name, (info, where)) for name, info, where in rows))
-        console.print(tree)
+        sys.stdout.write("".join(line + "\n" for line in listing.quiet_lines()))
     else:
-        from rich.table import Table
-
-        console.print(_plain(f"{args.model}: {len(rows)} nodes")[0])
-        table = Table()
-        table.add_column("#", justify="right", style="dim")
-        table.add_column("node", no_wrap=True)
-        if args.shapes:
-            table.add_column("op", style="dim")
-            table.add_column("shape", style="cyan")
-            table.add_column("dtype", style="dim")
-        if any(mark[w] for _, _, w in rows):
-            table.add_column("mode", style="yellow")
-        for idx, (name, info, where) in enumerate(rows):
-            cells = [str(idx), name]
-            if args.shapes:
-                cells += [info.op, _fmt_shape(info.shape) or (info.value or ""), info.dtype or ""]
-            if any(mark[w] for _, _, w in rows):
-                cells.append(mark[where])
-            table.add_row(*_plain(*cells))
-        console.print(table)
+        _console().print(listing)
     return 0
 
 
@@ -386,9 +309,12 @@ def cmd_nodes(args) -> int:
 
 def add_export_parser(sub) -> None:
     p = _command(
-        sub, "export", cmd_export, "export a multi-output extractor to ONNX and/or TorchScript with named outputs",
+        sub, "export", cmd_export, "export a multi-output extractor (ONNX, TorchScript, AOTInductor, ExecuTorch, "
+        "OpenVINO IR, TFLite) with named outputs",
         """fxexport export torchvision:resnet18 --node layer1=feat1 --node layer4=feat4 \\
-    --dynamic batch --onnx out/resnet18.onnx --torchscript out/resnet18.pt --verify""",
+    --dynamic batch --onnx out/resnet18.onnx --torchscript out/resnet18.pt --verify
+fxexport export torchvision:resnet18 --node layer2 --node layer4 --openvino out/r18.xml \\
+    --tflite out/r18.tflite --verify""",
         "Build an extractor returning the given nodes and export it; graph outputs are named "
         "after the output names. Nothing is written when something fails.",
     )
@@ -403,11 +329,16 @@ def add_export_parser(sub) -> None:
                    help="compile an AOTInductor package here, for C++ (built for this machine's CPU; tens of seconds)")
     g.add_argument("--executorch", metavar="FILE.pte", default=None,
                    help="lower to an ExecuTorch program here (XNNPACK; static shapes; needs fxexport[edge])")
+    g.add_argument("--openvino", metavar="FILE.xml", default=None,
+                   help="write an OpenVINO IR here (FILE.xml + FILE.bin, float32 weights; needs fxexport[openvino])")
+    g.add_argument("--tflite", metavar="FILE.tflite", default=None,
+                   help="convert to a LiteRT (TFLite) model here, manifest inside the file (needs fxexport[litert])")
     g.add_argument("--dynamic", metavar="DIMS", type=_dynamic, default=None,
                    help="dims that may vary at run time: batch[,height,width]")
-    g.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default: the exporter's)")
+    g.add_argument("--opset", type=_positive_int, default=None,
+                   help="ONNX opset, also of the graph the OpenVINO IR is converted from (default: the exporter's)")
     g.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
-                   help="ONNX exporter (default auto: the one that works, fastest first)")
+                   help="ONNX exporter, for --onnx and --openvino (default auto: the one that works, fastest first)")
     g.add_argument("--ts-method", choices=("auto", "script", "trace"), default="auto",
                    help="TorchScript method (default auto: script, else trace)")
     v = p.add_argument_group("verification")
@@ -423,26 +354,9 @@ def _tolerance_options(g) -> None:
 
 
 def _print_manifest_outputs(console, manifest, path) -> None:
-    from rich.table import Table
+    from fxexport.display import ManifestView
 
-    console.print(_plain(f"{path}  ({_size(path, manifest)}, {manifest.format}"
-                         f"{', exporter ' + manifest.exporter if manifest.exporter else ''}"
-                         f"{', opset ' + str(manifest.opset) if manifest.opset else ''})")[0])
-    table = Table()
-    table.add_column("", style="dim")
-    table.add_column("name", style="bold")
-    table.add_column("shape", style="cyan")
-    table.add_column("dtype", style="dim")
-    table.add_column("node", style="dim")
-    node_of = {}
-    for node, out in manifest.nodes.items():
-        node_of[out] = node
-    for spec in manifest.inputs:
-        table.add_row(*_plain("input", spec.name, _fmt_shape(spec.shape), spec.dtype, ""))
-    for spec in manifest.outputs:
-        top = spec.name if spec.name in node_of else spec.name.split(".", 1)[0]
-        table.add_row(*_plain("output", spec.name, _fmt_shape(spec.shape), spec.dtype, node_of.get(spec.name, node_of.get(top, ""))))
-    console.print(table)
+    console.print(ManifestView(manifest, path))
 
 
 def _report(args, report, console) -> int:
@@ -459,13 +373,14 @@ def _report(args, report, console) -> int:
 
 
 def cmd_export(args) -> int:
-    from fxexport.export import export_onnx, export_torchscript
+    from fxexport.formats.onnx import export_onnx
+    from fxexport.formats.torchscript import export_torchscript
     from fxexport.extractor import create_feature_extractor
-    from fxexport.verify import verify
+    from fxexport.verification import verify
 
-    if not args.onnx and not args.torchscript and not args.aoti and not args.executorch:
-        raise CliError("nothing to write: give --onnx FILE, --torchscript FILE, --aoti FILE.pt2 and/or "
-                       "--executorch FILE.pte")
+    if not any((args.onnx, args.torchscript, args.aoti, args.executorch, args.openvino, args.tflite)):
+        raise CliError("nothing to write: give --onnx FILE, --torchscript FILE, --aoti FILE.pt2, "
+                       "--executorch FILE.pte, --openvino FILE.xml and/or --tflite FILE.tflite")
     if args.executorch and args.dynamic:
         raise CliError("--executorch programs have static shapes: export them without --dynamic "
                        "(or in a separate command)")
@@ -485,15 +400,27 @@ def cmd_export(args) -> int:
             manifests[args.torchscript] = export_torchscript(
                 extractor, example, args.torchscript, method=args.ts_method, dynamic=args.dynamic, model_info=info)
     if args.aoti:
-        from fxexport.export.aoti import export_aoti
+        from fxexport.formats.aoti import export_aoti
 
         with _step(args, f"Compiling AOTInductor package {args.aoti}..."):
             manifests[args.aoti] = export_aoti(extractor, example, args.aoti, dynamic=args.dynamic, model_info=info)
     if args.executorch:
-        from fxexport.export.executorch import export_executorch
+        from fxexport.formats.executorch import export_executorch
 
         with _step(args, f"Lowering to ExecuTorch {args.executorch}..."):
             manifests[args.executorch] = export_executorch(extractor, example, args.executorch, model_info=info)
+    if args.openvino:
+        from fxexport.formats import openvino
+
+        with _step(args, f"Exporting OpenVINO IR to {args.openvino}..."):
+            manifests[args.openvino] = openvino.export(extractor, example, args.openvino, dynamic=args.dynamic,
+                                                       opset=args.opset, exporter=args.exporter, model_info=info)
+    if args.tflite:
+        from fxexport.formats import litert
+
+        with _step(args, f"Converting to LiteRT {args.tflite}..."):
+            manifests[args.tflite] = litert.export(extractor, example, args.tflite, dynamic=args.dynamic,
+                                                   model_info=info)
     console = _out(args)
     if console is not None:
         for path, manifest in manifests.items():
@@ -572,7 +499,7 @@ def _explicit_extractor(args):
 
 def cmd_verify(args) -> int:
     from fxexport._io import atomic_path
-    from fxexport.verify import verify
+    from fxexport.verification import verify
 
     extractor = _explicit_extractor(args)
     with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
@@ -606,61 +533,17 @@ def add_inspect_parser(sub) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from fxexport.describe import describe_artifact
+    from fxexport.formats import describe_artifact
+    from fxexport.display import ArtifactView
 
     with _step(args, f"Reading {args.artifact}..."):
         info = describe_artifact(args.artifact)
     if args.json:
         _print_json(info)
     elif args.quiet:
-        for o in info["outputs"]:
-            name = o["name"] if o["name"] is not None else "?"
-            sys.stdout.write(f"{name}\t{_fmt_shape(o['shape'])}\t{o['dtype']}\n")
+        sys.stdout.write("".join(line + "\n" for line in ArtifactView(info).quiet_lines()))
     else:
-        from rich.table import Table
-
-        console = _console()
-        m = info["manifest"] or {}
-        facts = dict(info["facts"])
-        head = Table.grid(padding=(0, 2))
-        head.add_column(style="dim")
-        head.add_column()
-        head.add_row(*_plain("file", f"{info['path']} ({_size(int(info['size_bytes']))})"))
-        head.add_row(*_plain("format", str(info["format"] or "?")))
-        for key in ("exporter", "opset", "mode"):
-            if m.get(key) is not None:
-                head.add_row(*_plain(key, str(m[key])))
-        if not m.get("opset") and facts.get("opset"):
-            head.add_row(*_plain("opset", str(facts.pop("opset"))))
-        facts.pop("opset", None)
-        if m.get("dynamic"):
-            head.add_row(*_plain("dynamic", ", ".join(m["dynamic"])))
-        if m.get("model"):
-            model = m["model"]
-            head.add_row(*_plain("model", str(model.get("spec")) + (f" {json.dumps(model['kwargs'])}" if model.get("kwargs") else "")))
-            if model.get("weights_sha256"):
-                head.add_row(*_plain("weights", f"sha256 {model['weights_sha256']}"))
-        if m.get("versions"):
-            head.add_row(*_plain("versions", ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items()))))
-        for key, value in facts.items():
-            head.add_row(*_plain(key.replace("_", " "), str(value)))
-        console.print(head)
-        node_of = {out: node for node, out in (m.get("nodes") or {}).items()}
-        table = Table(title_justify="left")
-        table.add_column("", style="dim")
-        table.add_column("name", style="bold")
-        table.add_column("shape", style="cyan")
-        table.add_column("dtype", style="dim")
-        if node_of:
-            table.add_column("node", style="dim")
-        for kind, specs in (("input", info["inputs"]), ("output", info["outputs"])):
-            for s in specs:
-                row = [kind, str(s["name"] if s["name"] is not None else "?"), _fmt_shape(s["shape"]) or "?", s["dtype"]]
-                if node_of:
-                    name = str(s["name"])
-                    row.append(node_of.get(name, node_of.get(name.split(".", 1)[0], "")) if kind == "output" else "")
-                table.add_row(*_plain(*row))
-        console.print(table)
+        _console().print(ArtifactView(info))
     if info["error"]:
         raise CliError(info["error"])
     return 0
@@ -686,9 +569,10 @@ def add_demo_parser(sub) -> None:
 
 def cmd_demo(args) -> int:
     from fxexport.describe import describe_nodes
-    from fxexport.export import export_onnx, export_torchscript
+    from fxexport.formats.onnx import export_onnx
+    from fxexport.formats.torchscript import export_torchscript
     from fxexport.extractor import create_feature_extractor
-    from fxexport.verify import verify
+    from fxexport.verification import verify
     from fxexport.models import load_model, model_info
 
     console = _out(args)
@@ -703,17 +587,12 @@ def cmd_demo(args) -> int:
     with _step(args, "Tracing and running the graph once..."):
         infos = describe_nodes(model, example[0][:1])
     if console is not None:
-        from rich.table import Table
+        from fxexport.display import NodeListing
 
         shown = [i for i in infos if i.name in ("x", "conv1", "maxpool", *DEMO_NODES)
                  or i.name in [f"{n}.1.relu_1" for n in DEMO_NODES]]
         console.print(f"1. nodes ({len(infos)} in the eval graph; `fxexport nodes {DEMO_MODEL}` lists all):")
-        table = Table()
-        for col, style in (("node", "bold"), ("op", "dim"), ("shape", "cyan")):
-            table.add_column(col, style=style)
-        for i in shown:
-            table.add_row(*_plain(i.name, i.op, _fmt_shape(i.shape)))
-        console.print(table)
+        console.print(NodeListing.from_modes(DEMO_MODEL, {"eval": shown}, shapes=True).table())
         console.print("2. extractor: " + ", ".join(f"{n} -> [bold]{o}[/bold]" for n, o in DEMO_NODES.items()))
     extractor = create_feature_extractor(model, DEMO_NODES).eval()
     out_dir = Path(args.out)
@@ -748,34 +627,44 @@ def cmd_demo(args) -> int:
 
 
 def add_cpp_example_parser(sub) -> None:
+    from fxexport.cpp import RUNTIMES
+
     p = _command(
         sub, "cpp-example", cmd_cpp_example,
-        "build the C++ example program (TorchScript / AOTInductor runner) and optionally run an artifact in it",
+        "build a C++ example program (libtorch: TorchScript / AOTInductor; OpenVINO: ONNX / IR) and optionally "
+        "run an artifact in it",
         """fxexport cpp-example
-fxexport cpp-example --run out/resnet18.pt2 --input x.npy --out out/cpp""",
-        "Compile scripts/cpp/fxexport_infer.cpp against the libtorch inside the installed torch (once: the "
-        "binary is cached and rebuilt only when the sources, the compiler or torch change) and print its path. "
-        "With --run, run a .pt or .pt2 artifact in it: it prints each output's name, shape and checksums.",
+fxexport cpp-example --run out/resnet18.pt2 --input x.npy --out out/cpp
+fxexport cpp-example --runtime openvino --run out/resnet18.onnx --out out/cpp-ov""",
+        "Compile scripts/cpp/fxexport_infer.cpp against the libtorch inside the installed torch, or with "
+        "--runtime openvino scripts/cpp/fxexport_openvino.cpp against the C++ SDK inside the openvino wheel "
+        "(once: the binary is cached and rebuilt only when the sources, the compiler or the library change) and "
+        "print its path. With --run, run an artifact in it (.pt / .pt2 for libtorch, .onnx / .xml for OpenVINO): "
+        "it prints each output's name, shape and checksums.",
     )
+    p.add_argument("--runtime", choices=RUNTIMES, default=RUNTIMES[0],
+                   help=f"which program: {' or '.join(RUNTIMES)} (default {RUNTIMES[0]})")
     p.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="where to keep the binary (default $FXEXPORT_CACHE_DIR/cpp or ~/.cache/fxexport/cpp)")
     p.add_argument("--force", action="store_true", help="rebuild even if a cached binary exists")
-    p.add_argument("--run", metavar="ARTIFACT", default=None, help="a .pt (TorchScript) or .pt2 (AOTInductor) file")
+    p.add_argument("--run", metavar="ARTIFACT", default=None,
+                   help="an artifact to run: .pt (TorchScript) or .pt2 (AOTInductor) with libtorch, "
+                        ".onnx or .xml (OpenVINO IR) with --runtime openvino")
     p.add_argument("--input", metavar="FILE.npy", default=None,
                    help="input tensor for --run (default: seeded random input of the manifest's shape)")
-    p.add_argument("--out", metavar="DIR", default=None, help="with --run: write each output to DIR/<i>_<name>.npy")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="with --run: write each output to DIR/<i>_<name>.npy and DIR/outputs.json")
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads for the program")
     _common(p, json_help="print {binary, outputs} as JSON")
 
 
 def cmd_cpp_example(args) -> int:
-    import subprocess
     import tempfile
 
-    from fxexport.cpp import build_cpp_example
+    from fxexport.cpp import build_example, run_example
 
-    with _step(args, "Building the C++ example (cached after the first time)..."):
-        binary = build_cpp_example(args.cache_dir, force=args.force)
+    with _step(args, f"Building the {args.runtime} C++ example (cached after the first time)..."):
+        binary = build_example(args.runtime, args.cache_dir, force=args.force)
     if not args.run:
         if args.json:
             _print_json({"binary": str(binary)})
@@ -783,33 +672,14 @@ def cmd_cpp_example(args) -> int:
             sys.stdout.write(f"{binary}\n")
         return 0
     with tempfile.TemporaryDirectory(prefix="fxexport-cpp-") as tmp:
-        inputs = [args.input]
-        if args.input is None:
-            import numpy as np
-
-            from fxexport.manifest import read_manifest
-            from fxexport.verify import make_inputs
-
-            sample = make_inputs(read_manifest(args.run), n_inputs=1)[0]
-            inputs = []
-            for i, t in enumerate(sample):
-                inputs.append(str(Path(tmp) / f"input_{i}.npy"))
-                np.save(inputs[-1], t.numpy())
-        out_dir = args.out or str(Path(tmp) / "outputs")
-        cmd = [str(binary), args.run, *inputs, "--out", out_dir]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CliError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                           f"the C++ program exited {proc.returncode}")
-        if args.json:
-            listing = json.loads((Path(out_dir) / "outputs.json").read_text())
-            _print_json({"binary": str(binary), **listing})
-        elif args.quiet:
-            sys.stdout.write("".join(line + "\n" for line in proc.stdout.splitlines() if "\tshape=" in line))
-        else:
-            sys.stdout.write(proc.stdout)
+        run = run_example(args.run, args.input, args.out or tmp, runtime=args.runtime, binary=binary,
+                          threads=args.threads)
+    if args.json:
+        _print_json(run.to_dict())
+    elif args.quiet:
+        sys.stdout.write("".join(line + "\n" for line in run.output_lines()))
+    else:
+        sys.stdout.write(run.stdout)
     return 0
 
 
@@ -817,7 +687,7 @@ def cmd_cpp_example(args) -> int:
 
 
 def add_zoo_parser(sub) -> None:
-    from fxexport import zoo
+    from fxexport.zoo.command import add_arguments
 
     p = _command(
         sub, "zoo", cmd_zoo, "compatibility sweep over the model zoos (writes docs/compatibility.md)",
@@ -827,13 +697,13 @@ fxexport zoo --models timm --workers 2 --backend ray""",
         "each in its own worker process with a time limit; results go to a JSONL file (a re-run skips "
         "finished models) and the matrix to docs/compatibility.md.",
     )
-    zoo.add_arguments(p)
+    add_arguments(p)
 
 
 def cmd_zoo(args) -> int:
-    from fxexport import zoo
+    from fxexport.zoo.command import main_from_args
 
-    return zoo.main_from_args(args)
+    return main_from_args(args)
 
 
 # ----------------------------------------------------------------------------- optimize
@@ -922,14 +792,15 @@ COMMANDS: list[Callable] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fxexport import __version__
+    from fxexport._version import __version__
 
     parser = _Parser(
         prog=PROG,
         description="Turn a PyTorch model into a multi-output feature extractor, export it with named "
                     "outputs, and verify the export.",
         epilog="example:\n  fxexport demo\n  fxexport nodes torchvision:resnet18 --shapes\n"
-               "  fxexport export torchvision:resnet18 --node layer1=feat1 --node layer4=feat4 --onnx r18.onnx --verify\n\n"
+               "  fxexport export torchvision:resnet18 --node layer1=feat1 --node layer4=feat4 "
+               "--onnx r18.onnx --verify\n\n"
                "`fxexport COMMAND --help` shows each command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

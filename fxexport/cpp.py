@@ -45,11 +45,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fxexport._io import atomic_path
-from fxexport.errors import FxExportError
+from fxexport.errors import FxExportError, InvalidInputError
 
 if TYPE_CHECKING:
     from collections import OrderedDict
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_cpp_example", "cached_binary_path", "compile_command", "default_cache_dir", "source_dir",
            "run_cpp_example", "build_openvino_example", "cached_openvino_binary_path", "openvino_compile_command",
-           "openvino_sdk", "run_openvino_example"]
+           "openvino_sdk", "run_openvino_example", "RUNTIMES", "ProgramRun", "build_example", "run_example"]
 
 PROGRAM = "fxexport_infer"
 SOURCES = ("fxexport_infer.cpp",)
@@ -196,7 +197,7 @@ def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathL
     Args:
         artifact: a ``.pt`` (TorchScript) or ``.pt2`` (AOTInductor) file from fxexport.
         inputs: a tensor / numpy array, or a list of them (written as .npy into ``out_dir``).
-        out_dir: folder for the inputs and the program's outputs.
+        out_dir: folder for the inputs and the program's outputs (``out_dir/outputs``).
         binary: the program (default: :func:`build_cpp_example`).
         threads: intra-op threads for the program.
 
@@ -204,18 +205,162 @@ def run_cpp_example(artifact: str | os.PathLike, inputs, out_dir: str | os.PathL
         ``OrderedDict`` flat output name -> numpy array, in the artifact's order.
 
     Raises:
-        FxExportError: the program failed (its stderr is in the message).
+        FxExportError: the program failed (its one-line error is in the message).
     """
     out = Path(out_dir)
-    paths = _write_inputs(inputs, out)
-    exe = Path(binary) if binary is not None else build_cpp_example()
-    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs")]
+    return run_example(artifact, _write_inputs(inputs, out), out / "outputs", runtime="libtorch", binary=binary,
+                       threads=threads, timeout=timeout).arrays()
+
+
+# ----------------------------------------------------------------------------- one entry point for both programs
+
+
+#: the C++ example programs, by the runtime they link: ``fxexport cpp-example --runtime``
+RUNTIMES: tuple[str, ...] = ("libtorch", "openvino")
+
+
+@dataclass
+class ProgramRun:
+    """One run of a C++ example program: what it printed and the ``outputs.json`` it wrote.
+
+    ``listing`` is the program's ``outputs.json`` (``kind``, ``outputs``: name, shape, dtype,
+    file, sum, abs_sum; the OpenVINO program adds its runtime settings); the arrays are the
+    ``.npy`` files beside it in ``out_dir``.
+
+    Example:
+        >>> run = ProgramRun("libtorch", Path("fxexport_infer"), Path("m.pt"), Path("out"),
+        ...                  "artifact: m.pt (torchscript), 1 outputs\\nfeat\\tshape=[1,8]\\tdtype=float32\\n",
+        ...                  {"kind": "torchscript", "outputs": [{"name": "feat", "shape": [1, 8]}]})
+        >>> run.output_names, run.output_lines()
+        (['feat'], ['feat\\tshape=[1,8]\\tdtype=float32'])
+        >>> run.to_dict()["binary"], run.to_dict()["kind"]
+        ('fxexport_infer', 'torchscript')
+    """
+
+    runtime: str
+    binary: Path
+    artifact: Path
+    out_dir: Path
+    stdout: str
+    listing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> list[str]:
+        """The flat output names, in the order the program wrote them."""
+        return [str(o["name"]) for o in self.listing.get("outputs", [])]
+
+    def output_lines(self) -> list[str]:
+        """The program's ``NAME<TAB>shape=...<TAB>dtype=...`` lines (one per output)."""
+        return [line for line in self.stdout.splitlines() if "\tshape=" in line]
+
+    def arrays(self) -> OrderedDict[str, numpy.ndarray]:
+        """``OrderedDict`` flat output name -> numpy array, read back from ``out_dir``."""
+        return _read_outputs(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"binary": ..., **outputs.json}``, as ``fxexport cpp-example --run ... --json`` prints it."""
+        return {"binary": str(self.binary), **self.listing}
+
+
+def build_example(runtime: str = "libtorch", cache_dir: str | os.PathLike | None = None, *, force: bool = False,
+                  verbose: bool = False) -> Path:
+    """:func:`build_cpp_example` (``runtime="libtorch"``) or :func:`build_openvino_example` (``"openvino"``).
+
+    Raises:
+        InvalidInputError: an unknown ``runtime`` (the message lists :data:`RUNTIMES`).
+
+    Example:
+        >>> build_example("tensorrt")
+        Traceback (most recent call last):
+        ...
+        fxexport.errors.InvalidInputError: unknown C++ example runtime 'tensorrt'; known: libtorch, openvino
+    """
+    build = {"libtorch": build_cpp_example, "openvino": build_openvino_example}.get(runtime)
+    if build is None:
+        raise InvalidInputError(f"unknown C++ example runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    return build(cache_dir, force=force, verbose=verbose)
+
+
+def run_example(artifact: str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *, runtime: str = "libtorch",
+                binary: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                threads: int | None = None, device: str | None = None, precision: str | None = None,
+                bench: int = 0, warmup: int | None = None, seed: int = 0, timeout: float = 600) -> ProgramRun:
+    """Run ``artifact`` in the C++ example program of ``runtime``; the program writes its outputs to ``out_dir``.
+
+    Args:
+        artifact: for ``"libtorch"`` a ``.pt`` / ``.pt2`` file, for ``"openvino"`` an ``.onnx``
+            or an IR ``.xml``.
+        inputs: ``None`` (one seeded random input set of the shapes the artifact's
+            manifest declares: the first set ``verify`` would make), input files
+            (a path or a list of paths: ``.npy``, passed to the program as they are), or
+            tensors / numpy arrays (written as ``.npy`` to a temporary folder).
+        out_dir: where the program writes ``outputs.json`` and ``<i>_<name>.npy`` per output.
+        runtime: one of :data:`RUNTIMES`.
+        binary: the program (default: built or found in the cache by :func:`build_example`).
+        cache_dir: the build cache, when ``binary`` is not given.
+        threads: intra-op threads (libtorch) / ``INFERENCE_NUM_THREADS`` (OpenVINO).
+        device / precision / bench / warmup: OpenVINO program options (see
+            :func:`run_openvino_example`); refused for libtorch.
+        seed: seed of the random inputs when ``inputs`` is ``None``.
+
+    Returns:
+        A :class:`ProgramRun` (stdout, ``outputs.json``; ``.arrays()`` reads the outputs).
+
+    Raises:
+        InvalidInputError: an unknown runtime, or OpenVINO options for libtorch.
+        VerificationError: ``inputs=None`` and the artifact has no readable manifest.
+        FxExportError: the build or the program failed (the program's one-line error).
+
+    Example (``run_example("r18.xml", None, "out", runtime="openvino").output_names`` gives
+    ``['layer2', 'layer4']``; options are checked before anything is built):
+        >>> run_example("r18.pt", None, "out", precision="f32")
+        Traceback (most recent call last):
+        ...
+        fxexport.errors.InvalidInputError: precision: an OpenVINO program option; pass runtime='openvino' or drop it
+    """
+    import tempfile
+
+    if runtime not in RUNTIMES:
+        raise InvalidInputError(f"unknown C++ example runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    options: list[str] = []
+    if runtime == "openvino":
+        options += ["--device", device or "CPU", "--precision", precision or "auto"]
+        if bench:
+            options += ["--bench", str(bench)] + (["--warmup", str(warmup)] if warmup is not None else [])
+    else:
+        given = [k for k, v in (("device", device), ("precision", precision), ("bench", bench or None),
+                                ("warmup", warmup)) if v is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)}: an OpenVINO program option; "
+                                    "pass runtime='openvino' or drop it")
     if threads:
-        cmd += ["--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        options += ["--threads", str(threads)]
+    exe = Path(binary) if binary is not None else build_example(runtime, cache_dir)
+    with tempfile.TemporaryDirectory(prefix="fxexport-cpp-") as scratch:
+        if inputs is None:
+            inputs = _random_inputs(artifact, seed)
+        if isinstance(inputs, (str, os.PathLike)):
+            paths = [str(inputs)]
+        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(i, (str, os.PathLike)) for i in inputs):
+            paths = [str(i) for i in inputs]
+        else:
+            paths = _write_inputs(inputs, Path(scratch))
+        cmd = [str(exe), str(artifact), *paths, "--out", str(out_dir), *options]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    program = OPENVINO_PROGRAM if runtime == "openvino" else PROGRAM
     if proc.returncode != 0:
-        raise FxExportError(f"{PROGRAM} exited {proc.returncode} on '{artifact}': {proc.stderr.strip()[-800:]}")
-    return _read_outputs(out / "outputs")
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        raise FxExportError(lines[-1] if lines else f"{program} exited {proc.returncode} on '{artifact}'")
+    listing = json.loads((Path(out_dir) / "outputs.json").read_text())
+    return ProgramRun(runtime, exe, Path(artifact), Path(out_dir), proc.stdout, listing)
+
+
+def _random_inputs(artifact: str | os.PathLike, seed: int) -> list:
+    """One seeded random input set for ``artifact``, from its manifest (read from the file's bytes)."""
+    from fxexport.manifest import read_manifest
+    from fxexport.verification import make_inputs
+
+    return list(make_inputs(read_manifest(str(artifact)), n_inputs=1, seed=seed)[0])
 
 
 def _write_inputs(inputs, out: Path) -> list[str]:
@@ -355,19 +500,9 @@ def run_openvino_example(artifact: str | os.PathLike, inputs, out_dir: str | os.
         ['layer2', 'layer4']
     """
     out = Path(out_dir)
-    paths = _write_inputs(inputs, out)
-    exe = Path(binary) if binary is not None else build_openvino_example()
-    cmd = [str(exe), str(artifact), *paths, "--out", str(out / "outputs"), "--device", device,
-           "--precision", precision]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    if bench:
-        cmd += ["--bench", str(bench)] + (["--warmup", str(warmup)] if warmup is not None else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise FxExportError(lines[-1] if lines else f"{OPENVINO_PROGRAM} exited {proc.returncode} on '{artifact}'")
-    return _read_outputs(out / "outputs")
+    return run_example(artifact, _write_inputs(inputs, out), out / "outputs", runtime="openvino", binary=binary,
+                       threads=threads, device=device, precision=precision, bench=bench, warmup=warmup,
+                       timeout=timeout).arrays()
 
 
 if __name__ == "__main__":  # python -m fxexport.cpp [--openvino] [CACHE_DIR]: build (if needed), print the path
