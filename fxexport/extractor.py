@@ -7,7 +7,10 @@
   and holds only the submodules and parameters those nodes need.
 
 Names and semantics are torchvision's (``torchvision.models.feature_extraction``),
-so switching is a one-line import change.
+so switching is a one-line import change. One deliberate difference: an output
+is the value its node computed, even when a later node overwrites that tensor in
+place (torchvision returns the overwritten tensor); see :class:`FeatureExtractor`
+and :mod:`fxexport._inplace`.
 
 Example:
     >>> import torch, torchvision
@@ -503,7 +506,9 @@ def create_feature_extractor(
     ``eval_return_nodes`` choose different nodes per mode), starts in the model's
     mode, switches with ``.train()`` / ``.eval()``, shares the model's parameters
     under the same names, and works with ``torch.jit.script``, ``copy.deepcopy``,
-    pickling and ``torch.save``.
+    pickling and ``torch.save``. An output that a later node overwrites in place
+    (``ReLU(inplace=True)`` after ``bn1``) is copied right after its node, so it
+    keeps its own value; ``extractor.copied_before_inplace`` lists those outputs.
 
     Args:
         model: the model to extract from.
