@@ -11,6 +11,8 @@ Example:
     ... except ValueError as err:  # NodeNotFoundError is also a ValueError
     ...     print(err)
     node 'layer9' not found; closest: 'layer1', 'layer2'
+    >>> one_line(RuntimeError("shape mismatch\\n  at line 3 of model.py"))
+    'RuntimeError: shape mismatch'
 """
 
 from __future__ import annotations
@@ -42,3 +44,28 @@ class ExportError(FxExportError):
 
 class VerificationError(FxExportError):
     """An artifact could not be verified (unreadable, no manifest, no reference)."""
+
+
+def one_line(err: BaseException, limit: int = 300, *, typed: bool = True) -> str:
+    """One line for an error message: the first non-blank line of ``str(err)``, cut at ``limit`` characters.
+
+    With ``typed`` (the default) the line starts with the exception's type name
+    (``"RuntimeError: ..."``) unless it already does; an empty message gives the type
+    name alone. Every fxexport message that quotes another library's error uses this,
+    so a multi-line traceback-like message never breaks the CLI's one-line contract.
+
+    Example:
+        >>> one_line(ValueError("x" * 20), limit=10)
+        'ValueError: xxxxxxx...'
+        >>> one_line(KeyError(), typed=False)
+        'KeyError'
+        >>> one_line(OSError("  \\n OSError: disk full \\n"))
+        'OSError: disk full'
+    """
+    name = type(err).__name__
+    line = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "")
+    if not line:
+        return name
+    if len(line) > limit:
+        line = line[: max(limit - 3, 0)] + "..."
+    return line if not typed or line.startswith(name) else f"{name}: {line}"
