@@ -54,7 +54,7 @@ from torch import nn
 
 from fxexport.errors import InvalidInputError, OutputSpecError
 
-__all__ = ["OutputSpec", "flatten", "unflatten", "FlatOutputs", "forward_input_names"]
+__all__ = ["OutputSpec", "flatten", "unflatten", "FlatOutputs", "forward_input_names", "check_example_inputs"]
 
 _LEAF = "tensor"
 _SEQ_TYPES = ("tuple", "list")
@@ -388,8 +388,19 @@ def _make_forward(spec: OutputSpec, input_names: list[str]):
     return namespace["forward"]
 
 
-def _check_example_inputs(example_inputs) -> tuple:
-    """Normalize example inputs to a tuple of tensors (used by the exporters)."""
+def check_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """Example inputs as a non-empty tuple of tensors (a tensor, a list or a tuple of tensors is accepted).
+
+    The exporters call this first, so a wrong argument is one line that says what works.
+
+    Example:
+        >>> [tuple(t.shape) for t in check_example_inputs(torch.zeros(1, 3))]
+        [(1, 3)]
+        >>> check_example_inputs([torch.zeros(1), 2])
+        Traceback (most recent call last):
+        fxexport.errors.InvalidInputError: example input 1 is a int, not a tensor; pass tensors, e.g. \
+torch.rand(1, 3, 224, 224)
+    """
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
     if isinstance(example_inputs, list):
@@ -401,6 +412,7 @@ def _check_example_inputs(example_inputs) -> tuple:
     for i, t in enumerate(example_inputs):
         if not isinstance(t, torch.Tensor):
             raise InvalidInputError(
-                f"example input {i} is a {type(t).__name__}, not a tensor; pass tensors, e.g. torch.rand(1, 3, 224, 224)"
+                f"example input {i} is a {type(t).__name__}, not a tensor; pass tensors, "
+                "e.g. torch.rand(1, 3, 224, 224)"
             )
     return example_inputs

@@ -1,30 +1,66 @@
-"""Helpers shared by the exporters: argument checks, dynamic dims, eager probes, manifests.
+"""What every format module shares: argument checks, dynamic dims, the eager plan, manifests,
+the post-export self-check, and reading a manifest out of a zip or a sidecar file.
 
-Not public API; ``export_onnx`` / ``export_torchscript`` are.
+Format modules (:mod:`fxexport.formats.onnx`, ``.torchscript``, ...) build on these; users
+call ``export_onnx`` / ``export_torchscript`` / ... instead. The self-check
+(:meth:`Plan.check_artifact`, :func:`compare_outputs`) compares with
+:func:`fxexport.compare.compare_tensors`, the one comparison engine verify and edge use too.
+
+Example:
+    >>> import torch
+    >>> class Net(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return {"double": x * 2}
+    >>> p = plan(Net(), torch.ones(1, 3, 8, 8), "batch", None)
+    >>> p.spec.names, p.output_shapes, [tuple(i[0].shape) for i, _ in p.probe_sizes()]
+    (['double'], [['batch', 3, 8, 8]], [(1, 3, 8, 8), (3, 3, 8, 8)])
+    >>> p.check_artifact("a perfect copy", lambda inputs: [inputs[0] * 2])
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
-from fxexport.errors import ExportError, InvalidInputError
-from fxexport.flatten import OutputSpec, _check_example_inputs, flatten, forward_input_names
-from fxexport.manifest import Manifest, TensorSpec, current_versions
+from fxexport.compare import Scratch, Tolerance, compare_tensors, dtype_name
+from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
+from fxexport.flatten import OutputSpec, check_example_inputs, flatten, forward_input_names
+from fxexport.manifest import MAX_MANIFEST_BYTES, Manifest, TensorSpec, current_versions
+
+__all__ = [
+    "DYNAMIC_DIMS", "SECOND_SIZE_STEP", "SELF_CHECK_RANGE", "Plan", "plan", "check_extractor", "normalize_dynamic",
+    "check_input_names", "dynamic_axes", "resize", "dim_sizes", "derive_output_shapes", "input_specs",
+    "make_manifest", "compare_outputs", "preserved_state", "quiet", "quiet_logger", "run_eager",
+    "require_file", "parse_manifest", "manifest_too_big", "decode_manifest", "open_zip", "zip_errors",
+    "read_zip_member", "sidecar_path", "read_sidecar_manifest",
+]
 
 DYNAMIC_DIMS = ("batch", "height", "width")
 #: how much a dynamic dim grows for the "runs at a second size" check
 SECOND_SIZE_STEP = {"batch": 1, "height": 32, "width": 64}
+#: the self-check's value bound: every element within this fraction of the output's largest
+#: magnitude. It catches swapped or garbage outputs, not precision (which ``verify`` measures).
+SELF_CHECK_RANGE = 1e-2
 
 
 def check_extractor(extractor: Any) -> nn.Module:
+    """``extractor`` itself when it is an ``nn.Module``, else an :class:`InvalidInputError` that says what works.
+
+    Example:
+        >>> check_extractor("resnet18")
+        Traceback (most recent call last):
+        fxexport.errors.InvalidInputError: extractor must be a torch.nn.Module, got str; build one with \
+fxexport.create_feature_extractor(model, {'node': 'name'})
+    """
     if not isinstance(extractor, nn.Module):
         raise InvalidInputError(
             f"extractor must be a torch.nn.Module, got {type(extractor).__name__}; "
@@ -59,6 +95,12 @@ def normalize_dynamic(dynamic: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 def check_input_names(input_names: Sequence[str] | None, default: Sequence[str], count: int) -> list[str]:
+    """The artifact's input names: ``input_names`` checked (one unique non-empty name per input), else ``default``.
+
+    Example:
+        >>> check_input_names(None, ["x"], 1), check_input_names("image", ["x"], 1)
+        (['x'], ['image'])
+    """
     if input_names is None:
         names = list(default)
     else:
@@ -114,15 +156,12 @@ def resize(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]], si
 
 
 def dim_sizes(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]]) -> dict[str, int]:
+    """``{dim name: size}`` of each dynamic dim in ``inputs`` (the first input that has it decides)."""
     sizes: dict[str, int] = {}
     for t, a in zip(inputs, axes):
         for axis, dim in a.items():
             sizes.setdefault(dim, int(t.shape[axis]))
     return sizes
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 @contextlib.contextmanager
@@ -172,6 +211,7 @@ def quiet_logger(name: str) -> Iterator[None]:
 
 
 def run_eager(extractor: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:
+    """``extractor(*inputs)`` without autograd."""
     with torch.no_grad():
         return extractor(*inputs)
 
@@ -215,7 +255,7 @@ class Plan:
                     got = run(inputs)
             except Exception as err:  # noqa: BLE001 - report what the runtime said
                 raise ExportError(
-                    f"{what} fails on inputs of shape {[tuple(t.shape) for t in inputs]}: {_first_line(err)}"
+                    f"{what} fails on inputs of shape {[tuple(t.shape) for t in inputs]}: {one_line(err)}"
                 ) from err
             got = [got] if isinstance(got, torch.Tensor) else list(got)
             self.compare(what, inputs, expected, got, check_values=True)
@@ -260,7 +300,7 @@ class Plan:
 def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: Sequence[str] | None) -> Plan:
     """Check arguments and run the eager extractor at the example (and a second size when dynamic)."""
     check_extractor(extractor)
-    inputs = _check_example_inputs(example_inputs)
+    inputs = check_example_inputs(example_inputs)
     dyn = normalize_dynamic(dynamic)
     arg_names = forward_input_names(extractor, len(inputs))
     names = check_input_names(input_names, arg_names, len(inputs))
@@ -270,7 +310,7 @@ def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: S
     except Exception as err:  # noqa: BLE001 - report what the model said
         raise InvalidInputError(
             f"the extractor fails on example inputs of shape {[tuple(t.shape) for t in inputs]}: "
-            f"{_first_line(err)}"
+            f"{one_line(err)}"
         ) from err
     nodes = _nodes_map(extractor, outputs)
     spec = OutputSpec.from_outputs(outputs, nodes)
@@ -299,7 +339,7 @@ def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: S
             change = ", ".join(f"{d}={export_sizes[d]}->{second[d]}" for d in bad)
             raise ExportError(
                 f"dim {' and '.join(repr(d) for d in bad)} cannot be dynamic for this model: the eager "
-                f"extractor itself fails when {change} ({_first_line(err, 200)}); "
+                f"extractor itself fails when {change} ({one_line(err, 200)}); "
                 f"export with a fixed {'/'.join(bad)} (drop it from dynamic)"
             ) from err
         p.probes.append((second_inputs, second_flat))
@@ -334,6 +374,7 @@ def derive_output_shapes(p: Plan) -> list[list[int | str]]:
 
 
 def input_specs(p: Plan) -> list[TensorSpec]:
+    """The manifest's input specs: the example's shapes with each dynamic axis named."""
     specs = []
     for t, name, a in zip(p.inputs, p.input_names, p.axes):
         shape: list[int | str] = [a.get(axis, int(s)) for axis, s in enumerate(t.shape)]
@@ -344,6 +385,8 @@ def input_specs(p: Plan) -> list[TensorSpec]:
 def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | str]], exporter: str,
                   opset: int | None, model_info: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None
                   ) -> Manifest:
+    """The manifest of an artifact of format ``fmt`` made from plan ``p`` (the flat outputs, their shapes as the
+    artifact declares them, the node map, mode, dynamic dims, versions and ``extra["output_tree"]``)."""
     outputs = [TensorSpec(n, list(s), dtype_name(t.dtype)) for n, s, t in zip(p.spec.names, output_shapes, p.flat)]
     ext = {"output_tree": p.spec.to_tree()}
     ext.update(extra or {})
@@ -363,17 +406,19 @@ def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | s
 
 
 def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.Tensor], got: Sequence[Any],
-                    *, check_values: bool, rel: float = 1e-2,
+                    *, check_values: bool, rel: float = SELF_CHECK_RANGE,
                     rerun: Callable[[], Sequence[torch.Tensor]] | None = None,
                     unstable: dict[str, float] | None = None) -> None:
     """Check count, shapes and (loosely: this catches swapped or garbage outputs, not
-    precision, which :mod:`fxexport.verify` measures) values, by name.
+    precision, which :func:`fxexport.verify` measures) values, by name.
 
-    ``unstable`` names outputs known to be nondeterministic: their values are not
-    compared, their dtypes are. After a value mismatch, ``rerun()`` (when given)
-    recomputes ``expected``: outputs that differ from their first run (beyond the same
-    loose bound) are added to ``unstable`` with the difference; a mismatching output
-    that does not is an :class:`ExportError`.
+    Values are compared by :func:`fxexport.compare.compare_tensors`: a float output passes
+    when every element is within ``rel`` of the output's largest magnitude (of 1.0 for an
+    all-zero output), any other dtype when it is equal. ``unstable`` names outputs known to
+    be nondeterministic: their values are not compared, their dtypes are. After a value
+    mismatch, ``rerun()`` (when given) recomputes ``expected``: outputs that differ from their
+    first run (beyond the same loose bound) are added to ``unstable`` with the largest
+    difference; a mismatching output that does not is an :class:`ExportError`.
 
     Example:
         >>> import torch
@@ -384,6 +429,10 @@ def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.T
         ...                 rerun=lambda: [torch.full((2,), 3.0)], unstable=unstable)
         >>> unstable
         {'y': 2.0}
+        >>> compare_outputs("demo", ["y"], ref, [torch.zeros(2)], check_values=True)
+        Traceback (most recent call last):
+        fxexport.errors.ExportError: demo: output 'y' differs from the extractor's (max abs error 1 for values \
+up to 1); the artifact is wrong or mislabelled
     """
     if len(got) != len(expected):
         raise ExportError(f"{where}: {len(got)} outputs, expected {len(expected)} ({list(names)})")
@@ -396,13 +445,17 @@ def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.T
             )
     if not check_values:
         return
+    scratch = Scratch()
     mismatches = [(name, why) for name, ref, val in zip(names, expected, got)
-                  if name not in unstable and (why := _value_mismatch(ref, val, rel)) is not None]
+                  if name not in unstable and (why := _value_mismatch(name, ref, val, rel, scratch)) is not None]
     if mismatches and rerun is not None:
         again = list(rerun())
         for name, ref, other in zip(names, expected, again):
-            if name not in unstable and tuple(other.shape) == tuple(ref.shape) and _value_mismatch(ref, other, rel):
-                unstable[name] = _max_abs(ref, other)
+            if name in unstable or tuple(other.shape) != tuple(ref.shape):
+                continue
+            check = _self_check(name, ref, other, rel, scratch)
+            if not check.ok:
+                unstable[name] = float(check.max_abs or 0.0)
         mismatches = [(name, why) for name, why in mismatches if name not in unstable]
     if mismatches:
         name, why = mismatches[0]
@@ -415,25 +468,30 @@ def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.T
             )
 
 
-def _value_mismatch(ref: torch.Tensor, val: torch.Tensor, rel: float) -> str | None:
-    """Why ``val`` is not ``ref`` within ``rel`` of ``ref``'s largest magnitude (None when it is)."""
+def _self_check(name: str, ref: torch.Tensor, val: torch.Tensor, rel: float, scratch: Scratch):
+    """:func:`compare_tensors` with the self-check's bound (see :func:`compare_outputs`); dtypes are not compared."""
+    ref, val = ref.detach(), val.detach()
+    if ref.is_complex() or val.is_complex():  # compare real and imaginary parts as floats
+        ref, val = torch.view_as_real(ref.to(torch.complex128)), torch.view_as_real(val.to(torch.complex128))
     if ref.is_floating_point():
-        if not ref.numel():
-            return None
-        ref32, val32 = ref.float(), val.float()
-        scale = float(ref32.abs().max()) or 1.0
-        err = float((ref32 - val32).abs().max())
-        if err <= rel * scale:
-            return None
-        return (f" (max abs error {err:.3g} for values up to {scale:.3g}); "
-                "the artifact is wrong or mislabelled")
-    return None if torch.equal(ref, val.to(ref.dtype)) else ""
+        # every element within rel * max|ref| (range_atol); an all-zero reference allows rel itself
+        zero = ref.numel() == 0 or not bool(ref.any())
+        tol = Tolerance(rtol=0.0, atol=rel if zero else 0.0, range_atol=rel, check_dtype=False, dtype_floor=False)
+    else:
+        tol = Tolerance(rtol=0.0, atol=0.0, check_dtype=False, dtype_floor=False)  # exact
+    return compare_tensors(name, ref, val, tol, _scratch=scratch)
 
 
-def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    if not a.numel():
-        return 0.0
-    return float((a.double() - b.double()).abs().max())
+def _value_mismatch(name: str, ref: torch.Tensor, val: torch.Tensor, rel: float, scratch: Scratch) -> str | None:
+    """Why ``val`` is not ``ref`` within the self-check's bound (None when it is)."""
+    check = _self_check(name, ref, val, rel, scratch)
+    if check.ok:
+        return None
+    if not ref.is_floating_point():
+        return ""
+    scale = (check.atol or 0.0) / rel if rel else 0.0
+    return (f" (max abs error {check.max_abs:.3g} for values up to {scale:.3g}); "
+            "the artifact is wrong or mislabelled")
 
 
 def _nodes_map(extractor: nn.Module, outputs: Mapping[str, Any]) -> dict[str, str]:
@@ -443,10 +501,117 @@ def _nodes_map(extractor: nn.Module, outputs: Mapping[str, Any]) -> dict[str, st
     return {str(k): str(k) for k in outputs} if isinstance(outputs, Mapping) else {}
 
 
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[0] if lines else type(err).__name__
-    if len(line) > limit:
-        line = line[: limit - 3] + "..."
-    return f"{type(err).__name__}: {line}" if not line.startswith(type(err).__name__) else line
+# -- reading manifests out of files (used by the format modules' read_manifest) -------------------
+
+
+def require_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path when it is an existing file, else a :class:`VerificationError` saying which it is not.
+
+    Example:
+        >>> require_file("missing.onnx")
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'missing.onnx' does not exist
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VerificationError(f"artifact '{path}' does not exist")
+    if not p.is_file():
+        raise VerificationError(f"artifact '{path}' is not a file")
+    return p
+
+
+def parse_manifest(text: str | bytes, path: str | os.PathLike) -> Manifest:
+    """:meth:`Manifest.from_json` of untrusted text read from ``path``; its errors name the file.
+
+    Example:
+        >>> parse_manifest("{not json", "m.pt")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'm.pt': manifest is not valid JSON: ...
+    """
+    try:
+        return Manifest.from_json(text)
+    except VerificationError as err:
+        raise VerificationError(f"artifact '{path}': {err}") from None
+
+
+def manifest_too_big(path: str | os.PathLike, size: int, where: str) -> VerificationError:
+    """The error for a manifest over :data:`~fxexport.manifest.MAX_MANIFEST_BYTES` found at ``where`` in ``path``."""
+    return VerificationError(
+        f"artifact '{path}' has a {size}-byte fxexport manifest ({where}); a manifest is at most "
+        f"{MAX_MANIFEST_BYTES} bytes (1 MiB), so it is refused unread"
+    )
+
+
+def decode_manifest(data: bytes, path: str | os.PathLike) -> str:
+    """Manifest bytes as text; bytes that are not UTF-8 are a :class:`VerificationError` naming ``path``."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise VerificationError(f"artifact '{path}' has a malformed fxexport manifest: not UTF-8 text "
+                                f"({one_line(err, 200, typed=False)})") from None
+
+
+def open_zip(path: str | os.PathLike, what: str):
+    """``zipfile.ZipFile(path)``; a file that is not a readable zip is a :class:`VerificationError` naming ``what``."""
+    import zipfile
+
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
+        raise VerificationError(f"artifact '{path}' is not a readable {what}: {one_line(err, 200, typed=False)}"
+                                ) from None
+
+
+def zip_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions reading a damaged zip member can raise (catch them and name the file)."""
+    import zipfile
+    import zlib
+
+    return (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+            ValueError, KeyError, zlib.error)
+
+
+def read_zip_member(zf: Any, name: str, path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of member ``name`` of the open zip ``zf``; one over ``limit`` bytes is refused unread
+    (by its declared size, and again while reading in case the header lies)."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise manifest_too_big(path, info.file_size, name)
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise manifest_too_big(path, len(data), name)
+    return data
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the manifest of a format without room for one inside the file goes: ``<file>.json``.
+
+    Example:
+        >>> str(sidecar_path("out/r18.pte"))
+        'out/r18.pte.json'
+    """
+    return Path(str(path) + ".json")
+
+
+def read_sidecar_manifest(path: str | os.PathLike) -> Manifest | None:
+    """The manifest in ``<path>.json`` (:func:`sidecar_path`), or None when there is no such file.
+
+    The file is untrusted: one over :data:`~fxexport.manifest.MAX_MANIFEST_BYTES` is refused
+    unread, and every field is checked (:meth:`Manifest.from_dict`).
+    """
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        size = sidecar.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise manifest_too_big(path, size, sidecar.name)
+        with open(sidecar, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as err:
+        raise VerificationError(f"artifact '{path}': cannot read its manifest '{sidecar}': "
+                                f"{one_line(err, 200, typed=False)}") from None
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise manifest_too_big(path, len(data), sidecar.name)
+    return parse_manifest(decode_manifest(data, path), path)
