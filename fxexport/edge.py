@@ -1,59 +1,74 @@
-"""Edge variants of an exported ONNX extractor: optimized, float16, int8, ORT format -- each verified and measured.
+"""Edge variants of an exported extractor, each verified against eager and measured.
 
-:func:`optimize` takes an ``.onnx`` file written by :func:`fxexport.export_onnx`
-and writes, next to it (or into ``out_dir``):
+:func:`optimize` takes an artifact written by fxexport -- an ``.onnx`` file
+(:func:`fxexport.export_onnx`), an OpenVINO IR ``.xml`` or a LiteRT ``.tflite`` -- and
+writes, next to it (or into ``out_dir``), the variants of every backend asked for
+(``backends=``; default: the source's own runtime). Names are ``<stem>.<variant>.<suffix>``.
+
+``onnxruntime`` (an ``.onnx`` source):
 
 * ``NAME.optimized.onnx`` -- onnxruntime's offline graph optimizations (level
   *extended*: constant folding, Conv+BN/activation fusions; no NCHWc layout
-  rewrites, so the file stays portable across CPUs). Always made: the baseline of
-  the others.
+  rewrites, so the file stays portable across CPUs). Always made with this backend.
 * ``NAME.fp16.onnx`` (``fp16=True``) -- weights and compute in float16; the
   inputs and outputs stay float32 (``keep_io_types``), so callers do not change.
 * ``NAME.int8-static.onnx`` (``int8="static"``) -- onnxruntime static
   quantization in QDQ format: the graph is first pre-processed
   (``quant_pre_process``: symbolic shape inference + optimization, as onnxruntime
   recommends), weights are int8 per channel (symmetric), activations uint8
-  calibrated with MinMax on ``calibration`` (a folder of ``.npy`` / ``.npz``
-  files) or ``calibration_random`` seeded random inputs. Redundant all-zero zero
-  points of int8 weights / int32 biases are omitted (ONNX defaults them to 0;
-  outputs are bit-identical and onnxruntime still fuses QDQ into QLinearConv).
+  calibrated with MinMax. Redundant all-zero zero points of int8 weights / int32
+  biases are omitted (ONNX defaults them to 0; outputs are bit-identical and
+  onnxruntime still fuses QDQ into QLinearConv).
 * ``NAME.int8-dynamic.onnx`` (``int8="dynamic"``) -- weights int8, activations
   quantized at run time (meant for MatMul/transformer-heavy models; on CNNs
   onnxruntime runs ``ConvInteger``, which is usually slower than float32).
 * ``NAME.<variant>.ort`` for each of the above (``ort_format=True``) -- ONNX
   Runtime's flatbuffer format for its mobile/minimal builds, with the manifest in
-  ``NAME.<variant>.ort.json`` (and in the model's metadata).
+  ``NAME.<variant>.ort.json`` (and in the model's metadata), written by
+  :func:`fxexport.formats.ort.write_ort_format`.
 
-Every variant keeps the graph's input and output names and carries the
-manifest (ONNX ``metadata_props["fxexport"]``) with ``format`` set to
-``onnx-optimized`` / ``onnx-fp16`` / ``onnx-int8`` / ``ort-...`` and the
-settings in ``extra["edge"]``. Files are written atomically.
+``openvino``:
 
-Each variant (and the fp32 source) is then verified against the eager
-extractor with :func:`fxexport.verify.verify` on seeded random inputs (or
-``inputs``), per output: cosine similarity and *max error* -- the largest
-``|out - ref|`` divided by the output's largest ``|ref|`` -- against
-:class:`Thresholds` per precision (:data:`DEFAULT_THRESHOLDS`, user-settable);
-and measured: file size and onnxruntime latency relative to the fp32 source
-(median of interleaved blocks, thread spinning off). The result is an
-:class:`EdgeReport` (``report.ok``, ``report.to_dict()`` / ``to_json()``, a
-rich table via ``report.render()``).
+* ``NAME.fp32.xml`` (+ ``.bin``) -- the float32 IR; the source itself when it is an
+  ``.xml``, else converted from the eager extractor by
+  :func:`fxexport.formats.openvino.export` (through ONNX, as every IR fxexport writes).
+* ``NAME.int8-static.xml`` (``int8="static"``) -- NNCF post-training int8 of that IR
+  (:func:`fxexport.formats.openvino.quantize_int8`).
 
-Example:
-    >>> import torch, torchvision, tempfile, pathlib
-    >>> from fxexport import create_feature_extractor, export_onnx
-    >>> from fxexport.edge import optimize
-    >>> ex = create_feature_extractor(torchvision.models.resnet18(), {"layer3": "c4", "layer4": "c5"}).eval()
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "r18.onnx"
-    >>> _ = export_onnx(ex, torch.rand(1, 3, 64, 64), path)  # doctest: +SKIP
-    >>> report = optimize(path, fp16=True, int8="static", calibration_random=8, extractor=ex)  # doctest: +SKIP
-    >>> [v.name for v in report.variants]  # doctest: +SKIP
-    ['fp32', 'optimized', 'fp16', 'int8-static']
+``litert``:
+
+* ``NAME.fp32.tflite`` -- the float32 model; the source itself when it is a
+  ``.tflite``, else converted from the eager extractor by :func:`fxexport.formats.litert.export`.
+* ``NAME.int8-static.tflite`` (``int8="static"``) -- ai-edge-quantizer static int8, which
+  works on the ``.tflite`` alone (:func:`fxexport.formats.litert.quantize_int8`).
+
+Variants of the source's own runtime are named plainly (``int8-static``), the others
+after their backend (``openvino:int8-static``). Every int8 path is calibrated on the same
+inputs: ``calibration`` (a folder of ``.npy`` / ``.npz`` files, :func:`load_calibration`)
+or ``calibration_random`` seeded random inputs. Every variant keeps the graph's input
+and output names and carries a manifest whose ``format`` says what it is
+(``onnx-int8``, ``ort-fp16``, ``openvino-int8``, ``litert-int8``, ...) with the settings
+in ``extra["edge"]``. Files are written atomically.
+
+Each variant (and the source) is then verified against the eager extractor with
+:func:`fxexport.verification.verify` on seeded random inputs (or ``inputs``), per
+output, with the tolerance of its precision: the thresholds of edge *are* verify's
+:class:`~fxexport.compare.Tolerance` (:func:`Thresholds` builds one from a cosine floor
+and a *max error* ceiling, ``max|out - ref| / max|ref|`` on each input; see
+:data:`DEFAULT_THRESHOLDS`); and measured: file size and latency in each file's own
+runtime (the sessions of :mod:`fxexport.formats`, one timer loop for all), relative to
+its fp32 source (median of interleaved blocks). An int8/fp16 variant that is accurate
+but slower than its fp32 source gets the verdict ``"slower"``, never ``"ok"``; it does
+not make the report fail. The result is an :class:`EdgeReport` (``report.ok``,
+``report.to_dict()`` / ``to_json()``, a rich table via ``report.render()``); see
+:func:`optimize` for a runnable example.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -66,8 +81,9 @@ import numpy as np
 
 from fxexport._io import atomic_path
 from fxexport._timing import cpu_count, interleaved
-from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.manifest import Manifest, TensorSpec, read_manifest, set_onnx_manifest
+from fxexport.compare import Problem, ProblemKind, Tolerance, json_number, kind_of
+from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
+from fxexport.manifest import Manifest, TensorSpec
 
 __all__ = [
     "optimize",
@@ -78,49 +94,122 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "load_calibration",
     "INT8_MODES",
+    "BACKENDS",
+    "Timer",
 ]
 
 INT8_MODES = ("static", "dynamic")
+#: the backends :func:`optimize` writes variants for, in the order the report lists them
+BACKENDS = ("onnxruntime", "openvino", "litert")
+#: the format (``module.NAME``) of a source -> the backend that runs it
+_SOURCE_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino", "litert": "litert"}
+#: backend -> the suffix of its files
+_BACKEND_SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 #: seed of the random calibration inputs (verification uses ``seed``, 0 by default: other inputs)
 CALIBRATION_SEED = 1
 DEFAULT_CALIBRATION_RANDOM = 16
 
+#: ``timer(runs) -> seconds per call``: ``runs`` maps variant names to a function that runs
+#: that variant once on the timing input. The default is :func:`fxexport._timing.interleaved`.
+Timer = Callable[[Mapping[str, Callable[[], Any]]], Mapping[str, float]]
 
-@dataclass(frozen=True)
-class Thresholds:
-    """Pass/fail thresholds for every output of one variant.
 
-    Attributes:
-        min_cosine: lowest cosine similarity with the eager output allowed.
-        max_error: largest ``max|out - ref| / max|ref|`` allowed (the worst
-            element's error relative to the output's range).
+# --------------------------------------------------------------------------- thresholds = tolerances
+
+
+def Thresholds(min_cosine: float, max_error: float) -> Tolerance:
+    """The :class:`~fxexport.compare.Tolerance` of edge's two thresholds (one system with verify's).
+
+    ``min_cosine`` is the lowest cosine similarity allowed; ``max_error`` the largest
+    ``max|out - ref| / max|ref|`` (the worst element's error relative to the output's
+    largest magnitude, on each verification input). Exactly:
+    ``Tolerance(rtol=0, atol=0, range_atol=max_error, min_cosine=min_cosine, dtype_floor=False)``.
 
     Example:
-        >>> Thresholds(min_cosine=0.98, max_error=0.25)
-        Thresholds(min_cosine=0.98, max_error=0.25)
+        >>> t = Thresholds(min_cosine=0.98, max_error=0.25)
+        >>> t.range_atol, t.min_cosine, t.rtol, t.atol, t.dtype_floor
+        (0.25, 0.98, 0.0, 0.0, False)
+        >>> Thresholds(0.98, -1)
+        Traceback (most recent call last):
+        fxexport.errors.InvalidInputError: max_error must be a number >= 0, got -1
     """
+    cos, err = _number("min_cosine", min_cosine), _number("max_error", max_error)
+    if not -1.0 <= cos <= 1.0:
+        raise InvalidInputError(f"min_cosine must be between -1 and 1, got {min_cosine!r}")
+    if err < 0:
+        raise InvalidInputError(f"max_error must be a number >= 0, got {max_error!r}")
+    return Tolerance(rtol=0.0, atol=0.0, range_atol=err, min_cosine=cos, dtype_floor=False)
 
-    min_cosine: float
-    max_error: float
 
-    @classmethod
-    def coerce(cls, value: "Thresholds | Mapping[str, float]", where: str) -> "Thresholds":
-        if isinstance(value, Thresholds):
-            return value
-        if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"min_cosine", "max_error"})
-            if unknown:
-                raise InvalidInputError(f"thresholds for {where} have unknown key(s) {unknown}; use min_cosine, max_error")
-            return cls(float(value["min_cosine"]), float(value["max_error"]))
-        raise InvalidInputError(f"thresholds for {where} must be Thresholds or a dict, got {type(value).__name__}")
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidInputError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 #: default thresholds per precision: loose enough for the format's rounding, tight enough to catch a broken variant
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+DEFAULT_THRESHOLDS: dict[str, Tolerance] = {
     "fp32": Thresholds(min_cosine=0.9999, max_error=1e-3),
     "fp16": Thresholds(min_cosine=0.999, max_error=2e-2),
     "int8": Thresholds(min_cosine=0.98, max_error=0.25),
 }
+_THRESHOLD_KEYS = ("min_cosine", "max_error")
+
+
+def _is_threshold(tol: Tolerance) -> bool:
+    """Whether ``tol`` is exactly a :func:`Thresholds` (so a value failure is a max-error failure)."""
+    return not tol.rtol and not tol.atol and not tol.max_mismatch and not tol.dtype_floor
+
+
+def _with_fields(base: Tolerance, value: Any, where: str) -> Tolerance:
+    """``base`` with the fields of a partial dict (``min_cosine``, ``max_error``) replaced, or ``value`` itself."""
+    if isinstance(value, Tolerance):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"thresholds for {where} must be a dict of {', '.join(_THRESHOLD_KEYS)} or a "
+                                f"Tolerance, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(_THRESHOLD_KEYS))
+    if unknown:
+        raise InvalidInputError(f"thresholds for {where} have unknown key(s) {unknown}; use "
+                                f"{', '.join(_THRESHOLD_KEYS)} (or a fxexport.compare.Tolerance)")
+    cos, err = value.get("min_cosine", base.min_cosine), value.get("max_error", base.range_atol)
+    checked = Thresholds(1.0 if cos is None else cos, err)  # the same checks as a Thresholds of both
+    return replace(base, min_cosine=None if cos is None else checked.min_cosine, range_atol=checked.range_atol)
+
+
+def _resolve_thresholds(thresholds: Any) -> dict[str, Tolerance]:
+    """Precision -> Tolerance: the defaults, with what ``thresholds`` sets (one Tolerance, a partial dict of
+    fields for every precision, or per precision a Tolerance / partial dict)."""
+    limits = dict(DEFAULT_THRESHOLDS)
+    if thresholds is None:
+        return limits
+    if isinstance(thresholds, Tolerance):
+        return {k: thresholds for k in limits}
+    if not isinstance(thresholds, Mapping):
+        raise InvalidInputError(
+            f"thresholds must be a Tolerance or a dict precision -> dict/Tolerance, got {type(thresholds).__name__}"
+        )
+    if thresholds and set(thresholds) <= set(_THRESHOLD_KEYS):  # a partial dict of fields: every precision
+        return {k: _with_fields(v, thresholds, "every precision") for k, v in limits.items()}
+    for key, value in thresholds.items():
+        if key not in limits:
+            raise InvalidInputError(f"thresholds key {key!r} is not a precision; use {', '.join(limits)} "
+                                    f"(or {', '.join(_THRESHOLD_KEYS)} for all of them)")
+        limits[key] = _with_fields(limits[key], value, repr(key))
+    return limits
+
+
+def _describe_tolerance(t: Tolerance) -> str:
+    if _is_threshold(t):
+        cos = "" if t.min_cosine is None else f"cos >= {t.min_cosine:g}, "
+        return f"{cos}err <= {t.range_atol:g}"
+    parts = [f"rtol {t.rtol:g}" if t.rtol else "", f"atol {t.atol:g}" if t.atol else "",
+             f"range {t.range_atol:g}" if t.range_atol else "",
+             f"cos >= {t.min_cosine:g}" if t.min_cosine is not None else ""]
+    return ", ".join(p for p in parts if p) or "exact"
+
+
+# --------------------------------------------------------------------------- report
 
 
 @dataclass
@@ -129,39 +218,73 @@ class OutputResult:
 
     name: str
     cosine: float | None
-    max_error: float | None  # max|out-ref| / max|ref|
+    max_error: float | None  # max over inputs of max|out-ref| / max|ref|
     max_abs: float | None
     ok: bool
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # compare.Problem (a str with .kind) or plain text
 
 
 @dataclass
 class VariantResult:
-    """One artifact: what it is, how big and fast relative to the fp32 source, how accurate."""
+    """One artifact: what it is, how big and fast relative to its fp32 source, how accurate.
 
-    name: str  # "fp32", "optimized", "fp16", "int8-static", "int8-dynamic", "ort:<name>"
+    ``baseline`` names the variant that size and speed are relative to: the float32 file
+    of the same backend (``"fp32"``, the source, for onnxruntime variants and for the
+    float32 files of the other backends; ``"openvino:fp32"`` for ``"openvino:int8-static"``).
+    """
+
+    name: str  # "fp32", "optimized", "fp16", "int8-static", "ort:<name>", "openvino:int8-static", ...
     path: str
     format: str
     precision: str  # "fp32" | "fp16" | "int8"
     size_bytes: int
-    size_ratio: float  # fp32 source size / this size ("x smaller")
+    size_ratio: float  # baseline size / this size ("x smaller")
     latency_ms: float | None = None
-    speedup: float | None = None  # fp32 source latency / this ("x faster")
-    thresholds: Thresholds | None = None
+    speedup: float | None = None  # baseline latency / this ("x faster")
+    thresholds: Tolerance | None = None
     outputs: list[OutputResult] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     verified: bool = False
+    baseline: str | None = None
+    backend: str = "onnxruntime"
 
     @property
     def ok(self) -> bool:
-        """Verified, some output compared, and every output within its thresholds (unverified is not ok)."""
+        """Verified, some output compared, and every output within its thresholds (unverified is not ok).
+
+        Accuracy only: a variant that is also slower than its fp32 source stays ``ok`` here
+        (the report's exit code does not change) but its :attr:`verdict` is ``"slower"``.
+        """
         return self.verified and bool(self.outputs) and not self.problems and all(o.ok for o in self.outputs)
 
     @property
     def failed(self) -> bool:
         """Something went wrong: a problem, or an output below its thresholds (not merely unverified)."""
         return bool(self.problems) or any(not o.ok for o in self.outputs)
+
+    @property
+    def slower(self) -> bool:
+        """An int8/fp16 variant measured slower than its fp32 source (not worth shipping on this machine)."""
+        return self.precision != "fp32" and self.speedup is not None and self.speedup < 1.0
+
+    @property
+    def verdict(self) -> str:
+        """``"FAIL"``, ``"not verified"``, ``"nothing compared"``, ``"slower"`` or ``"ok"``.
+
+        Example:
+            >>> v = VariantResult("int8-static", "m.int8.onnx", "onnx-int8", "int8", 1, 4.0, verified=True,
+            ...                   outputs=[OutputResult("y", 0.999, 0.01, 0.01, ok=True)])
+            >>> v.verdict, replace(v, speedup=0.8).verdict, replace(v, speedup=0.8).ok
+            ('ok', 'slower', True)
+        """
+        if self.failed:
+            return "FAIL"
+        if not self.verified:
+            return "not verified"
+        if not self.outputs:
+            return "nothing compared"
+        return "slower" if self.slower else "ok"
 
     @property
     def min_cosine(self) -> float | None:
@@ -175,15 +298,22 @@ class VariantResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        t = self.thresholds
+        data["thresholds"] = None if t is None else dict(asdict(t), max_error=t.range_atol)
+        for out, o in zip(data["outputs"], self.outputs):
+            out["problems"] = [str(p) for p in o.problems]
+            out["kinds"] = [kind_of(p).value for p in o.problems]
+        data["problems"] = [str(p) for p in self.problems]
         data["ok"] = self.ok
+        data["verdict"] = self.verdict
         data["min_cosine"] = self.min_cosine
         data["max_error"] = self.max_error
-        return data
+        return _finite(data)
 
 
 @dataclass
 class EdgeReport:
-    """What :func:`optimize` made and measured; ``variants[0]`` is the fp32 source."""
+    """What :func:`optimize` made and measured; ``variants[0]`` is the source."""
 
     source: str
     variants: list[VariantResult]
@@ -194,13 +324,21 @@ class EdgeReport:
 
     @property
     def ok(self) -> bool:
-        """Every variant verified and within its thresholds; a report that compared nothing is not ok."""
+        """Every variant verified and within its thresholds; a report that compared nothing is not ok.
+
+        A variant that is only slower than its fp32 source does not make this False.
+        """
         return bool(self.variants) and all(v.ok for v in self.variants)
 
     @property
     def compared(self) -> bool:
         """Whether any output of any variant was compared with the reference."""
         return any(v.verified and v.outputs for v in self.variants)
+
+    @property
+    def slower(self) -> list[str]:
+        """Names of the accurate variants whose verdict is ``"slower"``."""
+        return [v.name for v in self.variants if v.verdict == "slower"]
 
     def __getitem__(self, name: str) -> VariantResult:
         for v in self.variants:
@@ -209,23 +347,28 @@ class EdgeReport:
         raise KeyError(f"no variant {name!r}; have {[v.name for v in self.variants]}")
 
     def summary(self) -> str:
-        """One line: PASS only when every variant was verified and passed; FAIL; or NOT VERIFIED."""
+        """One line: PASS only when every variant was verified and passed; FAIL; or NOT VERIFIED.
+
+        Variants that passed but run slower than their fp32 source are named after ``slower``.
+        """
         bad = [v.name for v in self.variants if v.failed]
         unchecked = [v.name for v in self.variants if not v.ok and not v.failed]
         head = f"{len(self.variants)} artifact(s) from {Path(self.source).name}"
+        slow = f"; slower than their fp32 source: {', '.join(self.slower)}" if self.slower else ""
         if bad:
             rest = f"; not verified: {', '.join(unchecked)}" if unchecked else ""
-            return f"optimize FAIL: {head}; below thresholds: {', '.join(bad)}{rest}"
+            return f"optimize FAIL: {head}; below thresholds: {', '.join(bad)}{rest}{slow}"
         if unchecked or not self.variants:
             what = "nothing was compared" if not self.compared else f"not verified: {', '.join(unchecked)}"
             return (f"optimize NOT VERIFIED: {head}; {what} (verification off, or no outputs to compare): "
-                    "no accuracy is claimed")
-        return f"optimize PASS: {head}; every output within its thresholds"
+                    f"no accuracy is claimed{slow}")
+        return f"optimize PASS: {head}; every output within its thresholds{slow}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "compared": self.compared,
+            "slower": self.slower,
             "summary": self.summary(),
             "source": self.source,
             "threads": self.threads,
@@ -245,26 +388,39 @@ class EdgeReport:
 
     def table(self):
         """A rich Table: one row per artifact, per-output cosine and max error in one cell each."""
+        from rich.markup import escape
         from rich.table import Table
 
-        table = Table(title=f"edge variants of {Path(self.source).name}")
-        for col, justify in (("variant", "left"), ("file", "left"), ("size MB", "right"), ("x smaller", "right"),
-                             ("latency ms", "right"), ("x faster", "right"), ("cosine (per output)", "left"),
-                             ("max error (per output)", "left"), ("result", "left")):
+        several = any(v.baseline not in (None, "fp32") for v in self.variants)
+        table = Table(title=escape(f"edge variants of {Path(self.source).name}"))
+        columns = [("variant", "left"), ("file", "left"), ("size MB", "right"), ("x smaller", "right"),
+                   ("latency ms", "right"), ("x faster", "right")]
+        if several:
+            columns.append(("vs", "left"))
+        columns += [("cosine (per output)", "left"), ("max error (per output)", "left"), ("result", "left")]
+        for col, justify in columns:
             table.add_column(col, justify=justify, overflow="fold")
         for v in self.variants:
-            cos = ", ".join(f"{o.name} {o.cosine:.5f}" if o.cosine is not None else f"{o.name} -" for o in v.outputs) or "-"
-            err = ", ".join(f"{o.name} {_fmt(o.max_error, 3)}" for o in v.outputs) or "-"
-            if not v.failed and not v.ok:
-                result = "not verified" if not v.verified else "nothing compared"
-            elif v.ok:
-                t = v.thresholds
-                result = f"ok (cos >= {t.min_cosine:g}, err <= {t.max_error:g})" if t else "ok"
-            else:
+            cos = ", ".join(f"{o.name} {o.cosine:.5f}" if o.cosine is not None else f"{o.name} -" for o in v.outputs)
+            err = ", ".join(f"{o.name} {_fmt(o.max_error, 3)}" for o in v.outputs)
+            verdict = v.verdict
+            limits = _describe_tolerance(v.thresholds) if v.thresholds else ""
+            if verdict == "FAIL":
                 result = "FAIL: " + "; ".join(v.problems + [f"{o.name}: {p}" for o in v.outputs for p in o.problems])
-            table.add_row(v.name, Path(v.path).name, f"{v.size_bytes / 2**20:.2f}", f"{v.size_ratio:.2f}",
-                          _fmt(v.latency_ms, 4), "-" if v.speedup is None else f"{v.speedup:.2f}", cos, err, result,
-                          style="red" if v.failed else None)
+            elif verdict == "ok":
+                result = f"ok ({limits})" if limits else "ok"
+            elif verdict == "slower":
+                result = f"slower: {v.speedup:.2f}x its fp32 source {v.baseline}" + (
+                    f" (accurate: {limits})" if limits else "")
+            else:
+                result = verdict
+            row = [v.name, Path(v.path).name, f"{v.size_bytes / 2**20:.2f}", f"{v.size_ratio:.2f}",
+                   _fmt(v.latency_ms, 4), "-" if v.speedup is None else f"{v.speedup:.2f}"]
+            if several:
+                row.append(v.baseline or "-")
+            row += [cos or "-", err or "-", result]
+            table.add_row(*(escape(c) for c in row),
+                          style="red" if verdict == "FAIL" else "yellow" if verdict == "slower" else None)
         return table
 
     def __rich__(self):
@@ -301,8 +457,9 @@ def optimize(
     calibration: str | os.PathLike | None = None,
     calibration_random: int | None = None,
     ort_format: bool = False,
+    backends: Sequence[str] | None = None,
     out_dir: str | os.PathLike | None = None,
-    thresholds: Thresholds | Mapping[str, Thresholds | Mapping[str, float]] | None = None,
+    thresholds: Tolerance | Mapping[str, Any] | None = None,
     extractor: Callable[..., Any] | None = None,
     weights: str | os.PathLike | None = None,
     inputs: Any = None,
@@ -316,25 +473,35 @@ def optimize(
     per_channel: bool = True,
     reduce_range: bool = False,
     trust_model_spec: bool = False,
+    timer: Timer | None = None,
 ) -> EdgeReport:
-    """Write edge variants of ``onnx_path``, verify each against the eager extractor, measure size and latency.
+    """Write edge variants of an artifact, verify each against the eager extractor, measure size and latency.
 
     Args:
-        onnx_path: an ``.onnx`` file written by :func:`fxexport.export_onnx` (its
-            manifest gives names, shapes and the model spec). A plain ONNX file
-            works too when ``extractor`` is given (a minimal manifest is derived).
-        fp16: also write a float16 variant (float32 inputs/outputs kept).
-        int8: ``"static"`` (QDQ, calibrated) or ``"dynamic"``; ``None`` for no int8 variant.
+        onnx_path: the source: an ``.onnx`` file written by :func:`fxexport.export_onnx`
+            (its manifest gives names, shapes and the model spec; a plain ONNX file works
+            too when ``extractor`` is given: a minimal manifest is derived), or an OpenVINO
+            IR ``.xml`` / LiteRT ``.tflite`` written by fxexport.
+        fp16: also write a float16 variant (onnxruntime; float32 inputs/outputs kept).
+        int8: ``"static"`` (calibrated; every backend) or ``"dynamic"`` (onnxruntime only);
+            ``None`` for no int8 variant.
         calibration: a folder of ``.npy`` files, one input each (``.npz`` keyed by
             input name for multi-input models); see :func:`load_calibration`.
         calibration_random: calibrate on this many seeded standard-normal inputs
-            instead (default 16 when ``int8="static"`` and no folder is given).
-        ort_format: also write each variant in ORT format (``.ort``).
+            instead (default 16 when ``int8="static"`` and no folder is given). Every
+            backend's int8 variant is calibrated on the same inputs.
+        ort_format: also write each onnxruntime variant in ORT format (``.ort``).
+        backends: any of :data:`BACKENDS` (``("onnxruntime", "openvino")``); default the
+            source's own runtime. onnxruntime variants need an ``.onnx`` source; the
+            float32 file of another backend is the source itself when it is that
+            backend's format, else it is converted from the eager extractor (given, or
+            rebuilt from the manifest under the same rules as for verification).
         out_dir: where to write (default: the source's folder). Names are
-            ``<stem>.<variant>.onnx``.
-        thresholds: per precision (``{"int8": Thresholds(0.99, 0.1)}`` or plain
-            dicts), or one :class:`Thresholds` for all; missing precisions take
-            :data:`DEFAULT_THRESHOLDS`.
+            ``<stem>.<variant>.<suffix>`` (``r18.int8-static.onnx``, ``r18.fp32.xml``).
+        thresholds: per precision ``"fp32"`` / ``"fp16"`` / ``"int8"`` a
+            :class:`~fxexport.compare.Tolerance` (:func:`Thresholds`) or a partial dict
+            ``{"min_cosine": .., "max_error": ..}``; or one such dict / Tolerance for
+            all; missing precisions and fields keep :data:`DEFAULT_THRESHOLDS`.
         extractor: the eager reference; default rebuilt from the manifest's model
             spec (with ``weights``), only for a spec
             :func:`fxexport.models.check_rebuildable` accepts (``torchvision:`` /
@@ -344,58 +511,76 @@ def optimize(
             default ``n_inputs`` seeded random sets from the manifest (``seed``),
             which differ from the random calibration inputs (seed 1).
         verify / measure: turn verification or timing off.
-        threads: onnxruntime intra-op threads for timing (default: onnxruntime's).
+        threads: threads of every runtime for timing (default: the CPUs this process may use).
         blocks / reps: timing: median over ``blocks`` interleaved blocks of ``reps`` runs.
         per_channel / reduce_range: onnxruntime quantization options (per-channel
             int8 weights; 7-bit ranges for x86 CPUs without VNNI).
         trust_model_spec: with no ``extractor``, use the manifest's model entry as
             given: import and run the Python file or module it names. Only for
             artifacts whose author you trust.
+        timer: how latency is measured (:data:`Timer`): given ``{variant name: run once}``,
+            return seconds per run; default median of interleaved blocks
+            (:func:`fxexport._timing.interleaved` with ``blocks`` / ``reps``).
 
     Returns:
         An :class:`EdgeReport`; ``report.ok`` is False when some output of some
         variant is below its thresholds (nothing raises for that), and when nothing
         was compared (``verify=False``: the summary says NOT VERIFIED, never PASS).
+        An accurate int8/fp16 variant slower than its fp32 source has the verdict
+        ``"slower"`` and leaves ``report.ok`` as it is.
 
     Raises:
         InvalidInputError: bad arguments, a missing or malformed calibration folder
             (the message names the file, its shape and the expected shape).
         VerificationError: the source is unreadable.
         ExportError: a variant could not be produced.
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from fxexport import create_feature_extractor, export_onnx
+        >>> torch.manual_seed(0) and None
+        >>> nn = torch.nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.ReLU(), nn.Conv2d(32, 32, 3))
+        >>> ex = create_feature_extractor(net.eval(), {"3": "mid", "4": "out"})
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.onnx"
+        >>> _ = export_onnx(ex, torch.rand(1, 3, 16, 16), path)
+        >>> report = optimize(path, fp16=True, int8="static", calibration_random=8, extractor=ex, blocks=1, reps=2)
+        >>> [v.name for v in report.variants]
+        ['fp32', 'optimized', 'fp16', 'int8-static']
+        >>> report.ok, [o.name for o in report["int8-static"].outputs], report["int8-static"].size_ratio > 2
+        (True, ['mid', 'out'], True)
+        >>> report["fp16"].verdict in ("ok", "slower")  # "slower" when float16 runs slower than fp32 here
+        True
     """
     t_start = time.perf_counter()
     src = Path(onnx_path)
-    if src.suffix.lower() != ".onnx":
-        raise InvalidInputError(f"optimize takes an .onnx file, got '{src}'")
+    fmt = _source_format(src)
     if not src.is_file():
-        raise InvalidInputError(f"ONNX file '{src}' does not exist")
-    if int8 is not None and int8 not in INT8_MODES:
-        raise InvalidInputError(f"int8={int8!r} is not one of {', '.join(INT8_MODES)} (or None for no int8 variant)")
-    if calibration is not None and calibration_random is not None:
-        raise InvalidInputError("give either calibration (a folder of .npy files) or calibration_random (a count), not both")
-    if (calibration is not None or calibration_random is not None) and int8 != "static":
-        raise InvalidInputError("calibration is only used by static int8 quantization; add int8='static'")
-    if calibration_random is not None and (not isinstance(calibration_random, int) or calibration_random < 1):
-        raise InvalidInputError(f"calibration_random must be a positive int, got {calibration_random!r}")
-    if blocks < 1 or reps < 1:
-        raise InvalidInputError(f"blocks and reps must be >= 1, got {blocks}, {reps}")
+        raise InvalidInputError(f"{_SOURCE_KIND[fmt.NAME]} file '{src}' does not exist")
+    own = _SOURCE_BACKEND[fmt.NAME]
+    wanted = _resolve_backends(backends, own)
+    _check_arguments(src, own, wanted, fp16=fp16, int8=int8, ort_format=ort_format, calibration=calibration,
+                     calibration_random=calibration_random, blocks=blocks, reps=reps, threads=threads)
     limits = _resolve_thresholds(thresholds)
+    if timer is None:
+        timer = functools.partial(interleaved, blocks=blocks, reps=reps, gap_s=0.02)
     out = Path(out_dir) if out_dir is not None else src.parent
-    out.mkdir(parents=True, exist_ok=True)
 
-    manifest, notes = _source_manifest(src, extractor)
+    manifest, notes = _source_manifest(src, fmt, extractor)
     has_manifest = not notes
-    if verify and extractor is None and not trust_model_spec:
+    converted = [b for b in wanted if b != own]  # their float32 file is converted from the eager extractor
+    if (verify or converted) and extractor is None and not trust_model_spec:
         from fxexport.models import check_rebuildable
 
         check_rebuildable(manifest.model)  # refuse a spec that names code before writing any variant
     timings: dict[str, float] = {}
-    calib_sets = None
+    calib_sets: list[dict[str, np.ndarray]] | None = None
+    calib_desc: dict[str, Any] = {}
     if int8 == "static":
         t0 = time.perf_counter()
         if calibration is not None:
             calib_sets = load_calibration(calibration, manifest)
-            calib_desc: dict[str, Any] = {"source": "folder", "path": str(calibration), "count": len(calib_sets)}
+            calib_desc = {"source": "folder", "path": str(calibration), "count": len(calib_sets)}
         else:
             n = calibration_random or DEFAULT_CALIBRATION_RANDOM
             calib_sets = _random_calibration(manifest, n)
@@ -404,60 +589,31 @@ def optimize(
                 notes.append(f"static int8 calibrated on {n} seeded random inputs; pass calibration=FOLDER "
                              "of real inputs for a model fed real data")
         timings["calibration.load"] = time.perf_counter() - t0
+    if converted and extractor is None:
+        from fxexport.verification import rebuild_extractor
 
-    stem = src.stem
-    variants: list[tuple[str, Path, str, Manifest]] = [("fp32", src, "fp32", manifest)]
-    base_extra = {"source": src.name}
-
-    t0 = time.perf_counter()
-    opt_path = out / f"{stem}.optimized.onnx"
-    m = _variant_manifest(manifest, "onnx-optimized", dict(base_extra, optimization="onnxruntime extended"))
-    _write_optimized(src, opt_path, m)
-    variants.append(("optimized", opt_path, "fp32", m))
-    timings["make.optimized"] = time.perf_counter() - t0
-
-    if fp16:
         t0 = time.perf_counter()
-        path = out / f"{stem}.fp16.onnx"
-        m = _variant_manifest(manifest, "onnx-fp16", dict(base_extra, precision="float16", keep_io_types=True))
-        _write_fp16(src, path, m)
-        variants.append(("fp16", path, "fp16", m))
-        timings["make.fp16"] = time.perf_counter() - t0
+        extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights),
+                                         trust_model_spec=trust_model_spec)
+        timings["rebuild"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
 
-    if int8 is not None:
-        t0 = time.perf_counter()
-        name = f"int8-{int8}"
-        path = out / f"{stem}.{name}.onnx"
-        settings: dict[str, Any] = {
-            "mode": int8, "weight_type": "int8", "per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
-        }
-        if int8 == "static":
-            settings.update(format="QDQ", activation_type="uint8", calibration_method="MinMax",
-                            calibration=calib_desc)
+    made: list[_Made] = [_Made("fp32", src, _precision_of(manifest), manifest, own, "fp32")]
+    job = _Job(src=src, out=out, manifest=manifest, extractor=extractor, int8=int8, calib_sets=calib_sets,
+               calib_desc=calib_desc, seed=seed, timings=timings)
+    for backend in wanted:
+        if backend == "onnxruntime":
+            made += _onnxruntime_variants(job, fp16=fp16, ort_format=ort_format, per_channel=per_channel,
+                                          reduce_range=reduce_range)
         else:
-            settings.update(format="QOperator (dynamic)", activation_type="uint8 (at run time)")
-        m = _variant_manifest(manifest, "onnx-int8", dict(base_extra, quantization=settings))
-        _write_int8(src, path, m, int8, calib_sets, per_channel=per_channel, reduce_range=reduce_range,
-                    settings=settings)
-        variants.append((name, path, "int8", m))
-        timings[f"make.{name}"] = time.perf_counter() - t0
+            made += _other_variants(job, backend, own)
 
-    if ort_format:
-        t0 = time.perf_counter()
-        for name, path, precision, m in list(variants[1:]):
-            ort_path = path.with_suffix(".ort")
-            om = _variant_manifest(m, "ort-" + m.format.removeprefix("onnx-"), dict(m.extra.get("edge", {}),
-                                   ort_format=True, converted_from=path.name))
-            _write_ort_format(path, ort_path, om)
-            variants.append((f"ort:{name}", ort_path, precision, om))
-        timings["make.ort"] = time.perf_counter() - t0
-
-    src_size = src.stat().st_size
+    size = {m.name: _artifact_bytes(m.path) for m in made}
     results = [
-        VariantResult(name=name, path=str(path), format=m.format, precision=precision,
-                      size_bytes=path.stat().st_size, size_ratio=src_size / max(1, path.stat().st_size),
-                      thresholds=limits[precision], settings=dict(m.extra.get("edge", {})))
-        for name, path, precision, m in variants
+        VariantResult(name=m.name, path=str(m.path), format=m.manifest.format, precision=m.precision,
+                      size_bytes=size[m.name], size_ratio=size[m.baseline] / max(1, size[m.name]),
+                      thresholds=limits[m.precision], settings=m.settings, baseline=m.baseline, backend=m.backend)
+        for m in made
     ]
     report = EdgeReport(source=str(src), variants=results, notes=notes, timings=timings)
 
@@ -469,8 +625,10 @@ def optimize(
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fxexport-edge-") as work:
             paths = {}
-            if has_manifest is False:  # verify reads names from the manifest: run a stamped copy of the source
+            if not has_manifest:  # verify reads names from the manifest: run a stamped copy of the source
                 import onnx
+
+                from fxexport.formats.onnx import set_onnx_manifest
 
                 stamped = onnx.load(str(src))
                 set_onnx_manifest(stamped, manifest)
@@ -481,48 +639,85 @@ def optimize(
         timings["verify"] = time.perf_counter() - t0
     if measure:
         t0 = time.perf_counter()
-        report.threads = _measure(report, manifest, input_sets[0], threads=threads, blocks=blocks, reps=reps)
+        report.threads = _measure(report, {m.name: m.manifest for m in made}, input_sets[0], threads=threads,
+                                  timer=timer)
         timings["measure"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     return report
 
 
-# --------------------------------------------------------------------------- thresholds
+# --------------------------------------------------------------------------- arguments and sources
+
+_SOURCE_KIND = {"onnx": "ONNX", "openvino": "OpenVINO IR", "litert": "LiteRT"}
 
 
-def _resolve_thresholds(thresholds) -> dict[str, Thresholds]:
-    limits = dict(DEFAULT_THRESHOLDS)
-    if thresholds is None:
-        return limits
-    if isinstance(thresholds, Thresholds):
-        return {k: thresholds for k in limits}
-    if not isinstance(thresholds, Mapping):
-        raise InvalidInputError(
-            f"thresholds must be a Thresholds or a dict precision -> Thresholds, got {type(thresholds).__name__}"
-        )
-    if set(thresholds) <= {"min_cosine", "max_error"} and thresholds:
-        # a partial dict of fields applies to every precision
-        return {k: replace(v, **{f: float(x) for f, x in thresholds.items()}) for k, v in limits.items()}
-    for key, value in thresholds.items():
-        if key not in limits:
-            raise InvalidInputError(f"thresholds key {key!r} is not a precision; use {', '.join(limits)}")
-        if isinstance(value, Mapping):  # a partial dict keeps the default of the missing field
-            value = {**asdict(limits[key]), **value}
-        limits[key] = Thresholds.coerce(value, key)
-    return limits
+def _source_format(src: Path):
+    """The format module of the source (only formats some backend starts from)."""
+    from fxexport.formats import for_path
+
+    try:
+        fmt = for_path(src)
+    except VerificationError:
+        fmt = None
+    if fmt is None or fmt.NAME not in _SOURCE_BACKEND:
+        raise InvalidInputError(f"optimize takes an .onnx file (or an OpenVINO .xml or LiteRT .tflite) written by "
+                                f"fxexport, got '{src}'")
+    return fmt
 
 
-# --------------------------------------------------------------------------- manifests
+def _resolve_backends(backends: Sequence[str] | None, own: str) -> list[str]:
+    if backends is None:
+        return [own]
+    if isinstance(backends, str):
+        backends = [backends]
+    got = [str(b).lower() for b in backends]
+    unknown = [b for b in got if b not in BACKENDS]
+    if unknown or not got:
+        what = f"unknown backend(s) {unknown}" if unknown else "no backend given"
+        raise InvalidInputError(f"{what}; use any of {', '.join(BACKENDS)}")
+    return [b for b in BACKENDS if b in got]
 
 
-def _source_manifest(src: Path, extractor) -> tuple[Manifest, list[str]]:
+def _check_arguments(src: Path, own: str, wanted: list[str], *, fp16: bool, int8: str | None, ort_format: bool,
+                     calibration: Any, calibration_random: Any, blocks: int, reps: int, threads: Any) -> None:
+    if int8 is not None and int8 not in INT8_MODES:
+        raise InvalidInputError(f"int8={int8!r} is not one of {', '.join(INT8_MODES)} (or None for no int8 variant)")
+    if calibration is not None and calibration_random is not None:
+        raise InvalidInputError("give either calibration (a folder of .npy files) or calibration_random (a count), "
+                                "not both")
+    if (calibration is not None or calibration_random is not None) and int8 != "static":
+        raise InvalidInputError("calibration is only used by static int8 quantization; add int8='static'")
+    if calibration_random is not None and (isinstance(calibration_random, bool)
+                                           or not isinstance(calibration_random, int) or calibration_random < 1):
+        raise InvalidInputError(f"calibration_random must be a positive int, got {calibration_random!r}")
+    if blocks < 1 or reps < 1:
+        raise InvalidInputError(f"blocks and reps must be >= 1, got {blocks}, {reps}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidInputError(f"threads must be a positive int, got {threads!r}")
+    if "onnxruntime" in wanted and own != "onnxruntime":
+        raise InvalidInputError(f"the onnxruntime backend starts from an .onnx file, and '{src.name}' is not one; "
+                                "optimize the .onnx export for onnxruntime variants, or use backends openvino, litert")
+    others = [b for b in wanted if b != "onnxruntime"]
+    if "onnxruntime" not in wanted:
+        flags = (("fp16=True", fp16), ("ort_format=True", ort_format), ("int8='dynamic'", int8 == "dynamic"))
+        for flag, given in flags:
+            if given:
+                raise InvalidInputError(f"{flag} makes an onnxruntime variant, and backends are {', '.join(wanted)}; "
+                                        "add 'onnxruntime' to backends")
+    elif int8 == "dynamic" and others:
+        raise InvalidInputError(f"int8='dynamic' is onnxruntime's; {', '.join(others)} quantize statically: "
+                                "use int8='static'")
+
+
+def _source_manifest(src: Path, fmt, extractor) -> tuple[Manifest, list[str]]:
     """The source's manifest; for a plain ONNX file, one derived from the graph (needs an extractor)."""
     notes: list[str] = []
-    try:
-        return read_manifest(str(src)), notes
-    except VerificationError as err:
-        if "carries no fxexport manifest" not in str(err):
-            raise
+    manifest = fmt.read_manifest(src)
+    if manifest is not None:
+        return manifest, notes
+    if fmt.NAME != "onnx":
+        raise InvalidInputError(f"'{src}' carries no fxexport manifest; optimize a file written by fxexport export "
+                                "(or an .onnx file with extractor=)")
     if extractor is None:
         raise InvalidInputError(
             f"'{src}' carries no fxexport manifest, so the eager reference cannot be rebuilt; pass extractor= "
@@ -551,6 +746,149 @@ def _onnx_dtype_name(elem_type: int) -> str:
     return str(np.dtype(np_type))
 
 
+def _precision_of(manifest: Manifest) -> str:
+    fmt = str(manifest.format).lower()
+    return "int8" if "int8" in fmt else "fp16" if "fp16" in fmt else "fp32"
+
+
+def _artifact_bytes(path: Path) -> int:
+    """Bytes on disk: an IR counts its .bin too."""
+    size = path.stat().st_size
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():
+        size += path.with_suffix(".bin").stat().st_size
+    return size
+
+
+# --------------------------------------------------------------------------- variants
+
+
+@dataclass
+class _Made:
+    """A written variant: its name, file, precision, manifest, backend and fp32 baseline."""
+
+    name: str
+    path: Path
+    precision: str
+    manifest: Manifest
+    backend: str
+    baseline: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    """What every backend's variants are made from."""
+
+    src: Path
+    out: Path
+    manifest: Manifest
+    extractor: Any
+    int8: str | None
+    calib_sets: list[dict[str, np.ndarray]] | None
+    calib_desc: dict[str, Any]
+    seed: int
+    timings: dict[str, float]
+
+
+def _onnxruntime_variants(job: _Job, *, fp16: bool, ort_format: bool, per_channel: bool,
+                          reduce_range: bool) -> list[_Made]:
+    src, out, manifest, stem = job.src, job.out, job.manifest, job.src.stem
+    made: list[_Made] = []
+    base_extra = {"source": src.name}
+
+    t0 = time.perf_counter()
+    opt_path = out / f"{stem}.optimized.onnx"
+    m = _variant_manifest(manifest, "onnx-optimized", dict(base_extra, optimization="onnxruntime extended"))
+    _write_optimized(src, opt_path, m)
+    made.append(_Made("optimized", opt_path, "fp32", m, "onnxruntime", "fp32"))
+    job.timings["make.optimized"] = time.perf_counter() - t0
+
+    if fp16:
+        t0 = time.perf_counter()
+        path = out / f"{stem}.fp16.onnx"
+        m = _variant_manifest(manifest, "onnx-fp16", dict(base_extra, precision="float16", keep_io_types=True))
+        _write_fp16(src, path, m)
+        made.append(_Made("fp16", path, "fp16", m, "onnxruntime", "fp32"))
+        job.timings["make.fp16"] = time.perf_counter() - t0
+
+    if job.int8 is not None:
+        t0 = time.perf_counter()
+        name = f"int8-{job.int8}"
+        path = out / f"{stem}.{name}.onnx"
+        settings: dict[str, Any] = {
+            "mode": job.int8, "weight_type": "int8", "per_channel": bool(per_channel),
+            "reduce_range": bool(reduce_range),
+        }
+        if job.int8 == "static":
+            settings.update(format="QDQ", activation_type="uint8", calibration_method="MinMax",
+                            calibration=job.calib_desc)
+        else:
+            settings.update(format="QOperator (dynamic)", activation_type="uint8 (at run time)")
+        m = _variant_manifest(manifest, "onnx-int8", dict(base_extra, quantization=settings))
+        _write_int8(src, path, m, job.int8, job.calib_sets, per_channel=per_channel, reduce_range=reduce_range,
+                    settings=settings)
+        made.append(_Made(name, path, "int8", m, "onnxruntime", "fp32"))
+        job.timings[f"make.{name}"] = time.perf_counter() - t0
+
+    for made_one in made:
+        made_one.settings = dict(made_one.manifest.extra.get("edge", {}))
+    if ort_format:
+        from fxexport.formats.ort import write_ort_format
+
+        t0 = time.perf_counter()
+        for v in list(made):
+            ort_path = v.path.with_suffix(".ort")
+            om = _variant_manifest(v.manifest, "ort-" + v.manifest.format.removeprefix("onnx-"),
+                                   dict(v.manifest.extra.get("edge", {}), ort_format=True, converted_from=v.path.name))
+            write_ort_format(v.path, ort_path, om)
+            made.append(_Made(f"ort:{v.name}", ort_path, v.precision, om, "onnxruntime", "fp32",
+                              dict(om.extra["edge"])))
+        job.timings["make.ort"] = time.perf_counter() - t0
+    return made
+
+
+def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
+    """The float32 file of ``backend`` (the source, or converted from the eager extractor) and its int8."""
+    import importlib
+
+    module = importlib.import_module(f"fxexport.formats.{'openvino' if backend == 'openvino' else 'litert'}")
+    suffix = _BACKEND_SUFFIX[backend]
+    stem, prefix = job.src.stem, "" if backend == own else f"{backend}:"
+    made: list[_Made] = []
+    if backend == own:
+        fp32 = _Made("fp32", job.src, "fp32", job.manifest, backend, "fp32")
+    else:
+        t0 = time.perf_counter()
+        path = job.out / f"{stem}.fp32{suffix}"
+        m = module.export(job.extractor, _example_inputs(job.manifest, job.seed), path,
+                          dynamic=list(job.manifest.dynamic) or None, input_names=job.manifest.input_names,
+                          model_info=job.manifest.model or None)
+        fp32 = _Made(f"{prefix}fp32", path, "fp32", m, backend, "fp32",
+                     {"source": job.src.name, "converted_from": "the eager extractor",
+                      "exporter": f"{module.__name__}.export"})
+        made.append(fp32)
+        job.timings[f"make.{fp32.name}"] = time.perf_counter() - t0
+    if job.int8 == "static":
+        t0 = time.perf_counter()
+        name = f"{prefix}int8-static"
+        path = job.out / f"{stem}.int8-static{suffix}"
+        q = module.quantize_int8(fp32.path, path, job.calib_sets, fp32.manifest)
+        settings = dict(q.extra.get("edge", {}))
+        settings["quantization"] = dict(settings.get("quantization", {}), calibration=job.calib_desc)
+        made.append(_Made(name, path, "int8", q, backend, fp32.name, settings))
+        job.timings[f"make.{name}"] = time.perf_counter() - t0
+    return made
+
+
+def _example_inputs(manifest: Manifest, seed: int) -> tuple:
+    """One seeded input set to convert the extractor at (batch 2 when the batch is dynamic: exporters
+    specialize a size-1 dim)."""
+    from fxexport.verification import make_inputs
+
+    batch = {d for s in manifest.inputs for d in s.dynamic_dims.values() if d == "batch"}
+    return make_inputs(manifest, n_inputs=1, sizes={"batch": [2]} if batch else None, seed=seed)[0]
+
+
 def _variant_manifest(source: Manifest, fmt: str, edge: dict[str, Any]) -> Manifest:
     extra = dict(source.extra)
     extra["edge"] = edge
@@ -564,11 +902,11 @@ def _variant_manifest(source: Manifest, fmt: str, edge: dict[str, Any]) -> Manif
     return replace(source, format=fmt, extra=extra, versions=versions)
 
 
-
-
 def _save_onnx(model, path: Path, manifest: Manifest, what: str) -> None:
     """Check names, stamp the manifest, and write ``model`` to ``path`` atomically."""
     import onnx
+
+    from fxexport.formats.onnx import set_onnx_manifest
 
     got = [o.name for o in model.graph.output]
     if manifest.output_names and got != manifest.output_names:
@@ -578,44 +916,20 @@ def _save_onnx(model, path: Path, manifest: Manifest, what: str) -> None:
         onnx.save(model, str(tmp))
 
 
-# --------------------------------------------------------------------------- variants
-
-
-def _ort_options(level: str = "all", threads: int | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    opts.log_severity_level = 3
-    return opts
-
-
-def _session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), _ort_options("all", threads), providers=["CPUExecutionProvider"])
-
-
 def _write_optimized(src: Path, path: Path, manifest: Manifest) -> None:
     import onnx
     import onnxruntime as ort
 
+    from fxexport.formats.onnx import session_options
+
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as work:
         staged = Path(work) / "optimized.onnx"
-        opts = _ort_options("extended")
+        opts = session_options("extended")
         opts.optimized_model_filepath = str(staged)
         try:
             ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001
-            raise ExportError(f"onnxruntime could not optimize '{src}': {_one_line(err)}") from err
+            raise ExportError(f"onnxruntime could not optimize '{src}': {one_line(err)}") from err
         model = onnx.load(str(staged))
     _save_onnx(model, path, manifest, "optimized")
 
@@ -628,7 +942,7 @@ def _write_fp16(src: Path, path: Path, manifest: Manifest) -> None:
     try:
         model16 = convert_float_to_float16(model, keep_io_types=True)
     except Exception as err:  # noqa: BLE001
-        raise ExportError(f"float16 conversion of '{src}' failed: {_one_line(err)}") from err
+        raise ExportError(f"float16 conversion of '{src}' failed: {one_line(err)}") from err
     _save_onnx(model16, path, manifest, "fp16")
 
 
@@ -682,7 +996,7 @@ def _write_int8(src: Path, path: Path, manifest: Manifest, mode: str, calib_sets
                 quantize_dynamic(str(pre), str(quant), per_channel=per_channel, reduce_range=reduce_range,
                                  weight_type=QuantType.QInt8)
         except Exception as err:  # noqa: BLE001
-            raise ExportError(f"int8 {mode} quantization of '{src}' failed: {_one_line(err)}") from err
+            raise ExportError(f"int8 {mode} quantization of '{src}' failed: {one_line(err)}") from err
         model = onnx.load(str(quant))
     if mode == "static":
         settings["zero_points_omitted"] = _drop_zero_zero_points(model)
@@ -719,28 +1033,6 @@ def _drop_zero_zero_points(model) -> int:
     return dropped
 
 
-def _write_ort_format(onnx_path: Path, path: Path, manifest: Manifest) -> None:
-    """Convert to ORT format (level *extended*: fused, portable), manifest inside and beside it."""
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as work:
-        stamped = Path(work) / "stamped.onnx"
-        model = onnx.load(str(onnx_path))
-        set_onnx_manifest(model, manifest)
-        onnx.save(model, str(stamped))
-        with atomic_path(path) as tmp:
-            opts = _ort_options("extended")
-            opts.optimized_model_filepath = str(tmp)
-            opts.add_session_config_entry("session.save_model_format", "ORT")
-            try:
-                ort.InferenceSession(str(stamped), opts, providers=["CPUExecutionProvider"])
-            except Exception as err:  # noqa: BLE001
-                raise ExportError(f"onnxruntime could not convert '{onnx_path}' to ORT format: {_one_line(err)}") from err
-    with atomic_path(Path(str(path) + ".json")) as tmp:
-        tmp.write_text(manifest.to_json(indent=2) + "\n")
-
-
 # --------------------------------------------------------------------------- calibration
 
 
@@ -766,9 +1058,11 @@ def load_calibration(folder: str | os.PathLike, manifest: Manifest) -> list[dict
         >>> [s["x"].shape for s in load_calibration(d, m)]
         [(2, 3, 8, 8)]
         >>> np.save(d / "b.npy", np.zeros((1, 3, 9, 9), np.float32))
-        >>> load_calibration(d, m)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        fxexport.errors.InvalidInputError: calibration file '...b.npy' has shape (1, 3, 9, 9); input 'x' expects (batch, 3, 8, 8)
+        >>> try:
+        ...     load_calibration(d, m)
+        ... except InvalidInputError as err:
+        ...     print(str(err).replace(str(d), "DIR"))
+        calibration file 'DIR/b.npy' has shape (1, 3, 9, 9); input 'x' expects (batch, 3, 8, 8)
     """
     root = Path(folder)
     if not root.is_dir():
@@ -783,7 +1077,7 @@ def load_calibration(folder: str | os.PathLike, manifest: Manifest) -> list[dict
         try:
             loaded = np.load(f, allow_pickle=False)
         except Exception as err:  # noqa: BLE001
-            raise InvalidInputError(f"calibration file '{f}' is not a readable numpy file: {_one_line(err)}") from err
+            raise InvalidInputError(f"calibration file '{f}' is not a readable numpy file: {one_line(err)}") from err
         if isinstance(loaded, np.ndarray):
             if len(specs) != 1:
                 raise InvalidInputError(
@@ -831,8 +1125,10 @@ def _check_calibration_array(f: Path, spec: TensorSpec, arr: np.ndarray) -> list
     return [np.ascontiguousarray(s) for s in samples]
 
 
+
+
 def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray]]:
-    from fxexport.verify import make_inputs
+    from fxexport.verification import make_inputs
 
     sizes = {"batch": [1]} if any("batch" in s.dynamic_dims.values() for s in manifest.inputs) else None
     sets = make_inputs(manifest, n_inputs=n, sizes=sizes, seed=CALIBRATION_SEED)
@@ -843,7 +1139,7 @@ def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray
 
 
 def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int):
-    from fxexport.verify import normalize_inputs, make_inputs
+    from fxexport.verification import make_inputs, normalize_inputs
 
     if inputs is not None:
         return normalize_inputs(inputs, len(manifest.inputs))
@@ -851,92 +1147,122 @@ def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int):
 
 
 class _CachedReference:
-    """The eager reference run once; verify() of each variant gets the stored outputs."""
+    """The eager reference run once; verify() of each variant gets the stored outputs (others are run)."""
 
-    def __init__(self, input_sets, refs):
+    def __init__(self, extractor, input_sets, refs):
+        self._extractor = extractor
         self._by_id = {tuple(id(t) for t in s): r for s, r in zip(input_sets, refs)}
 
     def __call__(self, *inputs):
-        return self._by_id[tuple(id(t) for t in inputs)]
+        found = self._by_id.get(tuple(id(t) for t in inputs))
+        return found if found is not None else self._extractor(*inputs)
 
 
 def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets,
                      paths: Mapping[str, Path] | None = None, *, trust_model_spec: bool = False) -> None:
-    from fxexport.verify import Tolerance, rebuild_extractor, run_reference, verify
+    """Verify every variant with its precision's Tolerance; one :class:`OutputResult` per output.
+
+    ``max_error`` divides each input's ``max|out - ref|`` by that input's ``max|ref|``, as the
+    ``range_atol`` of :func:`fxexport.compare.compare_tensors` does (so the number reported and
+    the pass/fail decision agree); an output's ``max_error`` is the worst over the inputs.
+    """
+    from fxexport.verification import rebuild_extractor, run_reference, verify
 
     if extractor is None:
         extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights),
                                          trust_model_spec=trust_model_spec)
     refs = run_reference(extractor, input_sets, manifest.mode, manifest.output_names)
     names = list(refs[0])
-    scale = {n: max(float(r[n].detach().abs().max()) if r[n].numel() else 0.0 for r in refs) for n in names}
-    cached = _CachedReference(input_sets, refs)
+    scale = [{n: _abs_max(r[n]) for n in names} for r in refs]
+    cached = _CachedReference(extractor, input_sets, refs)
     for v in report.variants:
-        t = v.thresholds
-        tolerances = {n: Tolerance(rtol=0.0, atol=t.max_error * scale[n] if scale[n] > 0 else t.max_error,
-                                     max_mismatch=0.0, min_cosine=t.min_cosine, check_dtype=True, dtype_floor=False)
-                      for n in names}
+        tol = v.thresholds or DEFAULT_THRESHOLDS[v.precision]
         try:
-            vr = verify((paths or {}).get(v.name, v.path), cached, inputs=input_sets, tolerances=tolerances)
+            vr = verify(str((paths or {}).get(v.name, v.path)), cached, inputs=input_sets, tolerances=tol)
         except Exception as err:  # noqa: BLE001 - a variant that cannot be verified fails, others go on
-            v.problems.append(f"cannot verify: {_one_line(err)}")
+            v.problems.append(Problem(ProblemKind.UNVERIFIED, f"cannot verify: {one_line(err)}"))
             continue
         v.verified = True
         by_name: OrderedDict[str, list] = OrderedDict((n, []) for n in names)
         for c in vr.checks:
             if c.name in by_name:
                 by_name[c.name].append(c)
-            elif not c.ok:
-                v.problems.extend(c.problems)
+            else:  # a whole-artifact failure (load, run) or an output the reference does not have
+                v.problems.extend(p for p in c.problems if p not in v.problems)
         for n, checks in by_name.items():
-            cos = [c.cosine for c in checks if c.cosine is not None]
-            abs_ = [c.max_abs for c in checks if c.max_abs is not None]
-            max_abs = max(abs_) if abs_ else None
-            err = None if max_abs is None else (max_abs / scale[n] if scale[n] > 0 else max_abs)
-            problems = []
-            if cos and min(cos) < t.min_cosine:
-                problems.append(f"cosine {min(cos):.6f} < {t.min_cosine}")
-            if err is not None and err > t.max_error:
-                problems.append(f"max error {err:.3g} > {t.max_error}")
-            for c in checks:  # anything else (missing output, shape, dtype, runtime error), once
-                for p in c.problems:
-                    if "outside atol+rtol" in p or p.startswith("cosine "):
-                        continue
-                    if p not in problems:
-                        problems.append(p)
-            v.outputs.append(OutputResult(name=n, cosine=min(cos) if cos else None, max_error=err, max_abs=max_abs,
-                                          ok=bool(checks) and all(c.ok for c in checks), problems=problems))
+            v.outputs.append(_output_result(n, checks, scale, tol))
         for note in vr.notes:
             if note not in report.notes:
                 report.notes.append(note)
 
 
+def _output_result(name: str, checks: list, scale: list[dict[str, float]], tol: Tolerance) -> OutputResult:
+    """One output over every input: worst cosine and max error; problems by kind, each once."""
+    cos = [c.cosine for c in checks if c.cosine is not None]
+    abs_errors = [c.max_abs for c in checks if c.max_abs is not None]
+    errors = []
+    for c in checks:
+        if c.max_abs is None or c.input_index is None or not 0 <= c.input_index < len(scale):
+            continue
+        s = scale[c.input_index][name]
+        errors.append(c.max_abs / s if s > 0 else (0.0 if c.max_abs == 0 else math.inf))
+    err = max(errors) if errors else None
+    kinds = [(kind_of(p), p) for c in checks for p in c.problems]
+    problems: list[str] = []
+    if cos and any(k is ProblemKind.COSINE for k, _ in kinds):
+        problems.append(Problem(ProblemKind.COSINE, f"cosine {min(cos):.6f} < {tol.min_cosine}"))
+    values = [p for k, p in kinds if k is ProblemKind.VALUES]
+    if values:
+        if _is_threshold(tol) and err is not None:
+            problems.append(Problem(ProblemKind.MAX_ERROR, f"max error {err:.3g} > {tol.range_atol:g}"))
+        else:
+            problems.append(values[0])
+    for k, p in kinds:  # anything else (missing output, shape, dtype, runtime error), once
+        if k not in (ProblemKind.COSINE, ProblemKind.VALUES) and p not in problems:
+            problems.append(p)
+    return OutputResult(name=name, cosine=min(cos) if cos else None, max_error=err,
+                        max_abs=max(abs_errors) if abs_errors else None,
+                        ok=bool(checks) and all(c.ok for c in checks), problems=problems)
+
+
+def _abs_max(t) -> float:
+    return float(t.detach().abs().max()) if t.numel() else 0.0
+
+
 # --------------------------------------------------------------------------- latency
 
 
-def _measure(report: EdgeReport, manifest: Manifest, inputs, *, threads: int | None, blocks: int, reps: int
-             ) -> int | None:
-    feeds = {spec.name: t.detach().cpu().contiguous().numpy() for spec, t in zip(manifest.inputs, inputs)}
+def _measure(report: EdgeReport, manifests: Mapping[str, Manifest], inputs, *, threads: int | None,
+             timer: Timer) -> int:
+    """Latency of every variant in its own runtime (a :mod:`fxexport.formats` session), one timer for all.
+
+    Every runtime gets the same thread count; speed-ups are relative to each variant's baseline.
+    """
+    from fxexport.formats import for_path
+
+    n_threads = threads or cpu_count()
+    feed = [t.detach().cpu().contiguous() for t in inputs]
     runs: dict[str, Callable[[], Any]] = {}
     for v in report.variants:
         try:
-            sess = _session(Path(v.path), threads)
-        except Exception as err:  # noqa: BLE001
-            v.problems.append(f"onnxruntime cannot load it: {_one_line(err)}")
+            session = for_path(v.path).open(v.path, manifests.get(v.name), threads=n_threads)
+        except Exception as err:  # noqa: BLE001 - a runtime refusing a variant fails that variant only
+            v.problems.append(Problem(ProblemKind.LOAD, f"{v.backend} cannot load it: {one_line(err)}"))
             continue
-        feed = {i.name: feeds[i.name] for i in sess.get_inputs() if i.name in feeds}
-        runs[v.name] = (lambda s=sess, f=feed: s.run(None, f))
+        runs[v.name] = functools.partial(session.run, feed)
     try:
-        times = interleaved(runs, blocks=blocks, reps=reps, gap_s=0.02)
+        times = dict(timer(runs))
     except Exception as err:  # noqa: BLE001
-        report.notes.append(f"timing failed: {_one_line(err)}")
-        return threads
-    base = times.get(report.variants[0].name)
+        report.notes.append(f"timing failed: {one_line(err)}")
+        return n_threads
     for v in report.variants:
-        if v.name in times:
-            v.latency_ms = times[v.name] * 1000.0
-            v.speedup = base / times[v.name] if base else None
-    return threads or cpu_count()
+        t = times.get(v.name)
+        if t is None or not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            continue
+        v.latency_ms = float(t) * 1000.0
+        base = times.get(v.baseline) if v.baseline else None
+        v.speedup = float(base) / float(t) if base else None
+    return n_threads
 
 
 # --------------------------------------------------------------------------- helpers
@@ -946,14 +1272,18 @@ def _fmt(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no inf/nan: floats through :func:`fxexport.compare.json_number`, recursively."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return json_number(value)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, float):
         return str(value)
     return repr(value)
-
-
-def _one_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
