@@ -24,6 +24,7 @@ from fxexport.edge import (DEFAULT_THRESHOLDS, EdgeReport, OutputResult, Thresho
                            _resolve_thresholds, load_calibration, optimize)
 from fxexport.errors import InvalidInputError
 from fxexport.formats import litert, openvino
+from fxexport.formats import onnx as onnx_format
 from fxexport.manifest import Manifest, TensorSpec
 from fxexport.models import load_model, model_info
 
@@ -329,6 +330,8 @@ def test_thresholds_are_verify_tolerances():
     assert all(type(t) is Tolerance for t in DEFAULT_THRESHOLDS.values())
     # the int8 formats' default tolerances are edge's int8 thresholds, not a second copy that could drift
     assert DEFAULT_THRESHOLDS["int8"] == Tolerance(**openvino.INT8_TOLERANCE) == Tolerance(**litert.INT8_TOLERANCE)
+    assert DEFAULT_THRESHOLDS["int8"] == Tolerance(**onnx_format.VARIANT_TOLERANCES["int8"])
+    assert DEFAULT_THRESHOLDS["fp16"] == Tolerance(**onnx_format.VARIANT_TOLERANCES["fp16"])
     # the dicts optimize() always took keep working: per precision, and partial dicts for every precision
     both = _resolve_thresholds({"int8": {"min_cosine": 0.99, "max_error": 0.1}})
     assert both["int8"] == Thresholds(0.99, 0.1) and both["fp32"] == DEFAULT_THRESHOLDS["fp32"]
@@ -514,6 +517,20 @@ def test_every_int8_path_gets_the_same_calibration(every_backend):
     calib = {v.name: v.settings["quantization"]["calibration"] for v in report.variants if v.precision == "int8"}
     assert len({json.dumps(c, sort_keys=True) for c in calib.values()}) == 1
     assert calib["openvino:int8-static"]["source"] == "folder" and calib["litert:int8-static"]["count"] == 6
+
+
+def test_openvino_ir_source_int8(every_backend, tmp_path):
+    """An IR written by fxexport is a source too: its own backend's variants are named plainly."""
+    report, _, _, _ = every_backend
+    src = Path(report["openvino:fp32"].path)
+    extractor = create_feature_extractor(load_model(MULTITASK_SPEC), MULTITASK_NODES).eval()
+    ir = optimize(src, int8="static", calibration_random=4, out_dir=tmp_path, extractor=extractor, measure=False)
+    assert [(v.name, v.backend, v.baseline) for v in ir.variants] == [
+        ("fp32", "openvino", "fp32"), ("int8-static", "openvino", "fp32")]
+    assert Path(ir["int8-static"].path) == tmp_path / "mt.fp32.int8-static.xml"
+    assert ir.ok, ir.render()
+    with pytest.raises(InvalidInputError, match="int8='dynamic' makes an onnxruntime variant"):
+        optimize(src, int8="dynamic", extractor=extractor)
 
 
 def _load_rgbd():
