@@ -1,8 +1,9 @@
 """fxexport: turn any PyTorch model into a multi-output feature model and ship it.
 
 Pick intermediate nodes of a model's FX graph by name, get an extractor that
-returns them as an ordered dict, export it to ONNX / TorchScript / AOTInductor
-with named outputs, and verify the export against the eager extractor.
+returns them as an ordered dict, export it with named outputs to ONNX,
+TorchScript, AOTInductor, ExecuTorch, OpenVINO or LiteRT (one module each in
+:mod:`fxexport.formats`), and verify the export against the eager extractor.
 
 Example:
     >>> import torch, torchvision
@@ -13,9 +14,8 @@ Example:
     {'feat1': (1, 64, 16, 16), 'feat3': (1, 256, 4, 4)}
 """
 
-__version__ = "0.1.0"
-
-from fxexport.errors import (  # noqa: E402
+from fxexport._version import __version__
+from fxexport.errors import (
     ExportError,
     FxExportError,
     InvalidInputError,
@@ -24,12 +24,15 @@ from fxexport.errors import (  # noqa: E402
     TraceError,
     VerificationError,
 )
-from fxexport.manifest import Manifest, TensorSpec, read_manifest  # noqa: E402
-from fxexport.tracing import LeafModuleAwareTracer, NodePathTracer  # noqa: E402
-from fxexport.extractor import create_feature_extractor, get_graph_node_names  # noqa: E402
-from fxexport.flatten import OutputSpec, flatten, unflatten  # noqa: E402
-from fxexport.export import export_aoti, export_onnx, export_torchscript  # noqa: E402
-from fxexport.verify import OutputCheck, VerifyReport, verify  # noqa: E402
+from fxexport.manifest import Manifest, TensorSpec
+from fxexport.tracing import LeafModuleAwareTracer, NodePathTracer
+from fxexport.extractor import create_feature_extractor, get_graph_node_names
+from fxexport.flatten import OutputSpec, flatten, unflatten
+from fxexport.formats import read_manifest
+from fxexport.formats.onnx import export_onnx
+from fxexport.formats.torchscript import export_torchscript
+from fxexport.formats.aoti import export_aoti
+from fxexport.verification import OutputCheck, VerifyReport, verify
 
 __all__ = [
     "__version__",

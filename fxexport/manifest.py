@@ -1,12 +1,13 @@
 """What an exported artifact says about itself.
 
-A :class:`Manifest` travels inside every artifact fxexport writes: in ONNX
-``metadata_props`` under the key ``fxexport``, as the extra file
-``fxexport/manifest.json`` in a TorchScript archive, as a JSON string in an
-AOTInductor package's metadata, and as a ``.json`` file beside an ExecuTorch
-``.pte``. It names the inputs and the flat outputs (in order), their shapes
-(dynamic dims as strings such as ``"batch"``) and dtypes, which node each output
-came from, and how the artifact was made.
+A :class:`Manifest` travels with every artifact fxexport writes; where it is stored is
+each format's business (:mod:`fxexport.formats`: ONNX ``metadata_props``, a TorchScript
+archive's extra file, an AOTInductor package's metadata, the ``.json`` beside an
+ExecuTorch ``.pte``, ...), and :func:`fxexport.read_manifest` finds it through the format
+registry. It names the inputs and the flat outputs (in order), their shapes (dynamic
+dims as strings such as ``"batch"``) and dtypes, which node each output came from, and
+how the artifact was made. A manifest read from a file is untrusted data:
+:meth:`Manifest.from_dict` checks every field and raises one :class:`VerificationError`.
 
 Example:
     >>> m = Manifest(
@@ -24,18 +25,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import os
 import reprlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from fxexport.errors import VerificationError
+from fxexport._version import __version__
+from fxexport.errors import VerificationError, one_line
+
+__all__ = ["Manifest", "TensorSpec", "FORMAT_VERSION", "MANIFEST_KEY", "MAX_MANIFEST_BYTES", "KNOWN_DTYPES",
+           "current_versions"]
 
 FORMAT_VERSION = 1
+#: the key (or name) a format stores the manifest under, where it has one (ONNX metadata, package metadata, ...)
 MANIFEST_KEY = "fxexport"
-TORCHSCRIPT_EXTRA_FILE = "fxexport/manifest.json"
 #: A manifest is a few KB; one over this many bytes is refused unread (it is not fxexport's).
 MAX_MANIFEST_BYTES = 1 << 20
 
@@ -74,12 +78,6 @@ def _show(value: Any) -> str:
         return _REPR.repr(value)
     except Exception:  # noqa: BLE001 - e.g. an int too long to print
         return f"<{_kind(value)}>"
-
-
-def _show_text(text: str, limit: int = 200) -> str:
-    """repr of an untrusted string, cut in the middle past ``limit`` characters."""
-    shown = repr(text)
-    return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
 
 
 def _bad(where: str, expected: str, value: Any) -> VerificationError:
@@ -362,13 +360,8 @@ in double quotes: line 1 column 2 (char 1)
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise VerificationError(f"manifest is not valid JSON: {_first_line(err)}") from None
+            raise VerificationError(f"manifest is not valid JSON: {one_line(err, 200, typed=False)}") from None
         return cls.from_dict(data)
-
-
-def _first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:200] if text else type(err).__name__
 
 
 def current_versions() -> dict[str, str]:
@@ -380,8 +373,6 @@ def current_versions() -> dict[str, str]:
     """
     import torch
 
-    from fxexport import __version__
-
     versions = {"fxexport": __version__, "torch": torch.__version__.split("+")[0]}
     for name in ("onnx", "onnxruntime"):
         try:
@@ -392,321 +383,13 @@ def current_versions() -> dict[str, str]:
     return versions
 
 
-def set_onnx_manifest(model: Any, manifest: Manifest) -> None:
-    """Store ``manifest`` in an ``onnx.ModelProto``'s ``metadata_props`` (key ``fxexport``), in place.
-
-    Other metadata entries are kept, in order; an older fxexport entry is replaced.
-
-    Example:
-        >>> import onnx
-        >>> model = onnx.ModelProto()
-        >>> set_onnx_manifest(model, Manifest(format="onnx", inputs=[], outputs=[]))
-        >>> [p.key for p in model.metadata_props]
-        ['fxexport']
-    """
-    props = model.metadata_props
-    keep = [(p.key, p.value) for p in props if p.key != MANIFEST_KEY]
-    del props[:]
-    for key, value in keep + [(MANIFEST_KEY, manifest.to_json())]:
-        entry = props.add()
-        entry.key, entry.value = key, value
+# Transitional (issue 12): names that moved to the format modules, served lazily until every caller imports
+# them from their new home. Remove once nothing imports them from here.
+_MOVED = {"read_manifest": "fxexport.formats", "set_onnx_manifest": "fxexport.formats.onnx",
+          "onnx_external_files": "fxexport.formats.onnx", "TORCHSCRIPT_EXTRA_FILE": "fxexport.formats.torchscript"}
 
 
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read the manifest stored in an artifact written by fxexport, from the file's bytes alone.
-
-    Dispatches on the file suffix: ``.onnx`` (ONNX metadata_props), ``.pt`` / ``.ts``
-    (TorchScript extra file, read from the zip), ``.pt2`` (AOTInductor package
-    metadata, read from the zip), ``.pte`` / ``.ort`` (``<file>.json`` beside it).
-    Nothing is loaded or imported: the manifest is untrusted data, checked field by
-    field (:meth:`Manifest.from_dict`), and one over :data:`MAX_MANIFEST_BYTES` is
-    refused unread. An ONNX file whose external data lies outside its folder is refused
-    (see :func:`onnx_external_files`).
-
-    Raises:
-        VerificationError: the file is missing, unreadable, refused, or carries no
-            (or a malformed) fxexport manifest; one line that names the file and what is wrong.
-
-    Example:
-        >>> read_manifest("missing.onnx")  # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        fxexport.errors.VerificationError: artifact 'missing.onnx' does not exist
-    """
-    p = Path(path)
-    if not p.exists():
-        raise VerificationError(f"artifact '{path}' does not exist")
-    if not p.is_file():
-        raise VerificationError(f"artifact '{path}' is not a file")
-    reader = _READERS.get(p.suffix.lower())
-    if reader is None:
-        raise VerificationError(
-            f"artifact '{path}' has unknown suffix '{p.suffix}'; fxexport reads {', '.join(KNOWN_SUFFIXES)}"
-        )
-    text = reader(p)
-    if text is None:
-        raise VerificationError(f"artifact '{path}' carries no fxexport manifest (was it written by fxexport?)")
-    try:
-        return Manifest.from_json(text)
-    except VerificationError as err:
-        raise VerificationError(f"artifact '{path}': {err}") from None
-
-
-def _too_big(path: Path, size: int, where: str) -> VerificationError:
-    return VerificationError(
-        f"artifact '{path}' has a {size}-byte fxexport manifest ({where}); a manifest is at most "
-        f"{MAX_MANIFEST_BYTES} bytes (1 MiB), so it is refused unread"
-    )
-
-
-def _read_onnx_manifest(path: Path) -> str | None:
-    model = _load_onnx_proto(path)
-    onnx_external_files(path, model)
-    for prop in model.metadata_props:
-        if prop.key == MANIFEST_KEY:
-            if len(prop.value) > MAX_MANIFEST_BYTES:
-                raise _too_big(path, len(prop.value.encode("utf-8", "replace")), "metadata_props")
-            return prop.value
-    return None
-
-
-def _load_onnx_proto(path: Path):
-    """The ModelProto without its external data (nothing the file points to is opened)."""
-    import onnx
-
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # noqa: BLE001 - any parse failure is "not an ONNX file"
-        raise VerificationError(f"artifact '{path}' is not a readable ONNX file: {_first_line(err)}") from None
-
-
-def _onnx_tensors(model) -> Iterator[tuple[str, Any]]:
-    """(where, TensorProto) of every tensor in a ModelProto: initializers, Constant values, subgraphs, functions."""
-    def graph_tensors(graph, where: str):
-        for t in graph.initializer:
-            yield f"{where}initializer '{t.name}'", t
-        for sp in graph.sparse_initializer:
-            yield f"{where}sparse initializer '{sp.values.name}'", sp.values
-            yield f"{where}sparse initializer '{sp.values.name}' indices", sp.indices
-        for node in graph.node:
-            yield from node_tensors(node, where)
-
-    def node_tensors(node, where: str):
-        for attr in node.attribute:
-            here = f"{where}node '{node.name or node.op_type}' attribute '{attr.name}'"
-            if attr.HasField("t"):
-                yield here, attr.t
-            yield from ((here, t) for t in attr.tensors)
-            if attr.HasField("sparse_tensor"):
-                yield here, attr.sparse_tensor.values
-                yield here, attr.sparse_tensor.indices
-            for sp in attr.sparse_tensors:
-                yield here, sp.values
-                yield here, sp.indices
-            if attr.HasField("g"):
-                yield from graph_tensors(attr.g, f"{here}: ")
-            for g in attr.graphs:
-                yield from graph_tensors(g, f"{here}: ")
-
-    yield from graph_tensors(model.graph, "")
-    for fn in model.functions:
-        for node in fn.node:
-            yield from node_tensors(node, f"function '{fn.name}': ")
-
-
-def _unsafe_location(location: str) -> bool:
-    """An absolute path, a drive, or a '..' part, in POSIX or Windows spelling."""
-    from pathlib import PurePosixPath, PureWindowsPath
-
-    if not location or "\x00" in location:
-        return True
-    win = PureWindowsPath(location)
-    if PurePosixPath(location).is_absolute() or win.is_absolute() or win.drive or location.startswith(("/", "\\")):
-        return True
-    return ".." in location.replace("\\", "/").split("/")
-
-
-def onnx_external_files(path: str | os.PathLike, model: Any = None) -> list[Path]:
-    """The external-data files an ONNX file references, checked before any runtime opens it.
-
-    Every tensor stored outside the file (``data_location == EXTERNAL``) must name a
-    relative ``location`` inside the artifact's own folder: an absolute path, a
-    ``..`` part, or a symlink that resolves outside the folder is refused, so that
-    reading, describing or verifying a file never makes onnxruntime read
-    ``/etc/passwd`` or ``../../secret`` as weights. Returns the distinct files
-    (resolved), in first-use order; a missing file is left to the runtime to report.
-    ``model`` is the already parsed ``ModelProto`` (else the file is parsed, without
-    its external data).
-
-    Raises:
-        VerificationError: a location is outside the folder (the message names the
-            tensor and the location), or the file is not readable as ONNX.
-
-    Example:
-        >>> import onnx
-        >>> t = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], bytes(4), raw=True)
-        >>> onnx.external_data_helper.set_external_data(t, location="../secret.bin")
-        >>> graph = onnx.helper.make_graph([], "g", [], [], initializer=[t])
-        >>> onnx_external_files("model.onnx", onnx.helper.make_model(graph))
-        Traceback (most recent call last):
-        fxexport.errors.VerificationError: artifact 'model.onnx' is refused: initializer 'w' stores its data at \
-'../secret.bin', outside the artifact's folder; external data must be a relative path inside that folder
-    """
-    p = Path(path)
-    try:
-        st = p.stat()
-        key = (os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ino)
-    except OSError:
-        key = None
-    if model is None:
-        if key is not None and key in _CHECKED_ONNX:  # verify asks for one file several times: parse it once
-            return list(_CHECKED_ONNX[key])
-        model = _load_onnx_proto(p)
-    folder = os.path.realpath(p.parent)
-    files: dict[str, None] = {}
-    for where, tensor in _onnx_tensors(model):
-        if tensor.data_location != 1:  # TensorProto.EXTERNAL
-            continue
-        entries = {e.key: e.value for e in tensor.external_data}
-        location = entries.get("location", "")
-        resolved = os.path.realpath(os.path.join(folder, location))
-        unsafe = _unsafe_location(location)
-        if unsafe or os.path.commonpath([folder, resolved]) != folder:
-            link = "" if unsafe else f" (a link to {_show_text(resolved)})"
-            raise VerificationError(
-                f"artifact '{path}' is refused: {where} stores its data at {_show_text(location)}{link}, outside the "
-                "artifact's folder; external data must be a relative path inside that folder"
-            )
-        files[resolved] = None
-    checked = [Path(f) for f in files]
-    if key is not None and model is not None:
-        if len(_CHECKED_ONNX) >= 64:
-            _CHECKED_ONNX.clear()
-        _CHECKED_ONNX[key] = tuple(checked)
-    return checked
-
-
-# (real path, size, mtime, inode) of ONNX files already checked -> their external files.
-_CHECKED_ONNX: dict[tuple, tuple[Path, ...]] = {}
-
-
-def _read_zip_member(zf, name: str, path: Path, limit: int) -> bytes:
-    info = zf.getinfo(name)
-    if info.file_size > limit:
-        raise _too_big(path, info.file_size, name)
-    with zf.open(info) as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise _too_big(path, len(data), name)
-    return data
-
-
-def _open_zip(path: Path, what: str):
-    import zipfile
-
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
-        raise VerificationError(f"artifact '{path}' is not a readable {what}: {_first_line(err)}") from None
-
-
-def _zip_errors():
-    import zipfile
-    import zlib
-
-    return (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
-            ValueError, KeyError, zlib.error)
-
-
-def torchscript_root(names: list[str]) -> str | None:
-    """The top folder of a TorchScript archive (``"archive"``), from its zip member names; None if not one."""
-    for name in names:
-        if name.count("/") == 1 and name.endswith(("/data.pkl", "/constants.pkl")):
-            return name.split("/", 1)[0]
-    return None
-
-
-def _read_torchscript_manifest(path: Path) -> str | None:
-    """Read the extra file straight from the archive (a zip): the module is never loaded."""
-    zf = _open_zip(path, "TorchScript archive")
-    with zf:
-        try:
-            root = torchscript_root(zf.namelist())
-            if root is None:
-                raise VerificationError(f"artifact '{path}' is a zip file but not a TorchScript archive "
-                                        "(no data.pkl at its top level)")
-            name = f"{root}/extra/{TORCHSCRIPT_EXTRA_FILE}"
-            if name not in zf.NameToInfo:
-                return None
-            data = _read_zip_member(zf, name, path, MAX_MANIFEST_BYTES)
-        except _zip_errors() as err:
-            raise VerificationError(f"artifact '{path}' is not a readable TorchScript archive: "
-                                    f"{_first_line(err)}") from None
-    return _decode(data, path) or None
-
-
-def _decode(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise VerificationError(f"artifact '{path}' has a malformed fxexport manifest: not UTF-8 text "
-                                f"({_first_line(err)})") from None
-
-
-def _read_aoti_manifest(path: Path) -> str | None:
-    # An AOTInductor package is a zip; its metadata is stored as JSON next to the
-    # compiled model. Reading it needs no compiled code to be loaded.
-    zf = _open_zip(path, "AOTInductor package")
-    with zf:
-        try:
-            for name in zf.namelist():
-                if not (name.endswith("_metadata.json") or name.endswith("/metadata.json")):
-                    continue
-                raw = _read_zip_member(zf, name, path, 2 * MAX_MANIFEST_BYTES)
-                try:
-                    meta = json.loads(raw)
-                except (ValueError, RecursionError) as err:
-                    raise VerificationError(f"artifact '{path}' has a broken package metadata file '{name}' "
-                                            f"(not JSON: {_first_line(err)})") from None
-                if isinstance(meta, dict) and MANIFEST_KEY in meta:
-                    value = meta[MANIFEST_KEY]
-                    if not isinstance(value, str):
-                        raise VerificationError(
-                            f"artifact '{path}' has a malformed fxexport manifest: the metadata entry "
-                            f"'{MANIFEST_KEY}' in '{name}' must be a JSON string, got {_kind(value)}")
-                    if len(value) > MAX_MANIFEST_BYTES:
-                        raise _too_big(path, len(value.encode("utf-8", "replace")), name)
-                    return value
-        except _zip_errors() as err:
-            raise VerificationError(f"artifact '{path}' is not a readable AOTInductor package: "
-                                    f"{_first_line(err)}") from None
-    return None
-
-
-def _read_sidecar_manifest(path: Path) -> str | None:
-    sidecar = Path(str(path) + ".json")
-    if not sidecar.is_file():
-        return None
-    try:
-        size = sidecar.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise _too_big(path, size, sidecar.name)
-        with open(sidecar, "rb") as f:
-            data = f.read(MAX_MANIFEST_BYTES + 1)
-    except OSError as err:
-        raise VerificationError(f"artifact '{path}': cannot read its manifest '{sidecar}': "
-                                f"{_first_line(err)}") from None
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise _too_big(path, len(data), sidecar.name)
-    return _decode(data, path)
-
-
-_READERS = {
-    ".onnx": _read_onnx_manifest,
-    ".pt": _read_torchscript_manifest,
-    ".ts": _read_torchscript_manifest,
-    ".pt2": _read_aoti_manifest,
-    ".pte": _read_sidecar_manifest,
-    ".ort": _read_sidecar_manifest,
-}
-#: Suffixes :func:`read_manifest` reads.
-KNOWN_SUFFIXES: tuple[str, ...] = tuple(_READERS)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from torch import nn
 
 from fxexport import read_manifest
 from fxexport.errors import ExportError, InvalidInputError, OutputSpecError, VerificationError
-from fxexport.export.aoti import cpu_features, export_aoti, load_aoti, missing_cpu_features
+from fxexport.formats.aoti import cpu_features, export_aoti, load_aoti, missing_cpu_features
 from fxexport.flatten import OutputSpec, flatten
 
 
@@ -74,7 +74,7 @@ def test_python_loader_matches_eager_at_other_sizes(which, artifacts_root):
 
 
 def test_verify_checks_pt2_against_the_rebuilt_extractor(artifacts_root):
-    from fxexport.verify import verify
+    from fxexport.verification import verify
 
     path, manifest = aoti_package("resnet18", artifacts_root)
     report = verify(path)  # the reference is rebuilt from the manifest's model spec and nodes
@@ -145,7 +145,7 @@ def test_cpu_features_shape():
 
 
 def test_loading_refuses_a_package_for_missing_cpu_features(artifacts_root, monkeypatch):
-    import fxexport.export.aoti as aoti
+    import fxexport.formats.aoti as aoti
 
     path, manifest = aoti_package("multitask", artifacts_root)
     cpu = dict(manifest.extra["cpu"], inductor_isa="AVX512 AVX512_VNNI", flags=["avx2", "fma", "vaes"])

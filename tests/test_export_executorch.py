@@ -1,4 +1,4 @@
-"""fxexport.export.executorch: torch.export -> XNNPACK -> .pte, manifest beside it, run in ExecuTorch's runtime."""
+"""fxexport.formats.executorch: torch.export -> XNNPACK -> .pte, manifest beside it, run in ExecuTorch's runtime."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytest.importorskip("executorch", reason="ExecuTorch is the optional 'edge' extr
 
 from fxexport import create_feature_extractor, read_manifest, verify  # noqa: E402
 from fxexport.errors import ExportError, InvalidInputError  # noqa: E402
-from fxexport.export.executorch import export_executorch, load_executorch, sidecar_path  # noqa: E402
+from fxexport.formats.executorch import export_executorch, load_executorch, sidecar_path  # noqa: E402
 from fxexport.models import load_model, model_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

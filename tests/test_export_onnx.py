@@ -11,7 +11,7 @@ import torch
 import torchvision
 from torch import nn
 
-import fxexport.export.onnx as onnx_export
+import fxexport.formats.onnx as onnx_export
 from fxexport import (
     ExportError,
     InvalidInputError,
@@ -198,7 +198,8 @@ def test_auto_falls_back_to_the_next_exporter_and_records_it(tmp_path, monkeypat
     ex = create_feature_extractor(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), {"1": "act"})
     m = export_onnx(ex, torch.rand(1, 3, 8, 8), tmp_path / "m.onnx", exporter="auto")
     assert m.exporter == "dynamo" and read_manifest(str(tmp_path / "m.onnx")).exporter == "dynamo"
-    with pytest.raises(ExportError, match="torchscript: torch.onnx.export failed: RuntimeError: Exporting the operator"):
+    failed = "torchscript: torch.onnx.export failed: RuntimeError: Exporting the operator"
+    with pytest.raises(ExportError, match=failed):
         export_onnx(ex, torch.rand(1, 3, 8, 8), tmp_path / "n.onnx", exporter="torchscript")
 
 

@@ -15,14 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-import fxexport.export.onnx as onnx_export
+import fxexport.formats.onnx as onnx_export
 from fxexport import ExportError, create_feature_extractor, export_onnx, read_manifest, verify
 from fxexport._io import file_mode
 from fxexport.cli import main
-from fxexport.describe import describe_artifact
 from fxexport.edge import EdgeReport, OutputResult, VariantResult, optimize
 from fxexport.errors import VerificationError
-from fxexport.export import _common, export_torchscript
+from fxexport.formats import common as _common
+from fxexport.formats import describe_artifact
+from fxexport.formats.torchscript import export_torchscript
 
 from _examples import ROOT, two_head_extractor
 
@@ -161,7 +162,7 @@ def test_an_empty_report_is_not_ok():
         name="fp16", path="m16.onnx", format="onnx-fp16", precision="fp16", size_bytes=1, size_ratio=1.0)])
     assert good.ok and not mixed.ok
     assert mixed.summary().startswith("optimize NOT VERIFIED") and "not verified: fp16" in mixed.summary()
-    from fxexport.verify import VerifyReport
+    from fxexport.verification import VerifyReport
 
     nothing_verified = VerifyReport(checks=[], artifacts=[], inputs=[], rtol=1e-3, atol=1e-4)
     assert not nothing_verified.ok and "PASS" not in nothing_verified.summary()
@@ -234,11 +235,11 @@ def test_pair_is_content_named_same_mode_and_reexport_is_byte_identical(tmp_path
     total = path.stat().st_size + record["bytes"]
     assert info["size_bytes"] == total and info["facts"]["external_data_bytes"] == record["bytes"]
     assert info["facts"]["external_data"] == record["location"]
-    from fxexport.cli import _size
+    from fxexport.display import artifact_bytes, file_size
 
-    assert _size(path, m) == _size(total) != _size(path)
+    assert file_size(artifact_bytes(path, m)) == file_size(total) != file_size(path.stat().st_size)
     assert main(["inspect", str(path)]) == 0
-    assert f"({_size(total)})" in capsys.readouterr().out
+    assert f"({file_size(total)}" in capsys.readouterr().out
 
 
 def test_new_weights_replace_the_pair_and_remove_only_the_superseded_data(tmp_path, small_threshold, monkeypatch):

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-import fxexport.export.torchscript as ts_export
+import fxexport.formats.torchscript as ts_export
 from fxexport import (
     ExportError,
     InvalidInputError,

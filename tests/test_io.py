@@ -34,7 +34,8 @@ def test_failure_leaves_no_file_and_keeps_the_old_one(tmp_path):
 def test_torchscript_manifest_is_read_without_loading_the_module(tmp_path, monkeypatch):
     import torch
 
-    from fxexport.manifest import Manifest, TensorSpec, read_manifest
+    from fxexport.formats import read_manifest
+    from fxexport.manifest import Manifest, TensorSpec
 
     class Double(torch.nn.Module):
         def forward(self, x):

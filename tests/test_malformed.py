@@ -18,14 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fxexport.errors import VerificationError
+from fxexport.formats import read_manifest
+from fxexport.formats.torchscript import TORCHSCRIPT_EXTRA_FILE
 from fxexport.manifest import (
     FORMAT_VERSION,
     MANIFEST_KEY,
     MAX_MANIFEST_BYTES,
-    TORCHSCRIPT_EXTRA_FILE,
     Manifest,
     TensorSpec,
-    read_manifest,
 )
 
 VALID = {
@@ -335,7 +335,9 @@ def _make_cases(root: Path) -> dict[str, tuple[Path, str]]:
         path = root / f"random{suffix}"
         path.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
         cases[f"random bytes {suffix}"] = (path, fragment)
-    cases["unknown suffix"] = (root / "random.xml", "unknown suffix '.xml'; fxexport reads .onnx, .pt")
+    unknown = root / "random.weird"  # .xml is OpenVINO's now: a suffix no format reads
+    unknown.write_bytes(bytes(rng.randrange(256) for _ in range(64)))
+    cases["unknown suffix"] = (unknown, "unknown suffix '.weird'; fxexport reads .onnx, .pt")
     cases["zip, manifest not JSON (.pt)"] = (_torchscript_zip(root / "broken.pt", "{not json"),
                                              "broken.pt': manifest is not valid JSON")
     cases["zip, manifest of wrong types (.pt2)"] = (
@@ -400,7 +402,7 @@ def test_the_cases_cover_the_issue_list(cases):
 
 def test_external_data_inside_the_folder_is_fine_and_counted(tmp_path, capsys):
     from fxexport.cli import main
-    from fxexport.describe import describe_artifact
+    from fxexport.formats import describe_artifact
 
     path = _save(_onnx_model(_small_manifest(), external="weights.bin"), tmp_path / "ok.onnx")
     (tmp_path / "weights.bin").write_bytes(bytes(range(12)))
@@ -415,13 +417,13 @@ def test_external_data_inside_the_folder_is_fine_and_counted(tmp_path, capsys):
 def test_onnx_runner_refuses_outside_data_before_onnxruntime_opens_it(cases, monkeypatch):
     import onnxruntime
 
-    from fxexport.verify import RUNNERS
+    from fxexport.formats import open_session
 
     opened = []
     monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: opened.append(a) or pytest.fail("opened"))
     path, _ = cases["external data at ../"]
     with pytest.raises(VerificationError, match="is refused"):
-        RUNNERS[".onnx"].load(path, Manifest.from_dict(_small_manifest()))
+        open_session(path, Manifest.from_dict(_small_manifest()))
     assert opened == []
 
 
@@ -447,7 +449,7 @@ def test_verify_refuses_shapes_far_beyond_the_artifact_before_building_anything(
 
 
 def test_random_input_limit_says_which_sizes_to_pass():
-    from fxexport.verify import make_inputs, plan_inputs
+    from fxexport.verification.inputs import make_inputs, plan_inputs
 
     spec = [{"name": "x", "shape": ["batch", 3, "height", "width"], "dtype": "float32"}]
     m = Manifest.from_dict({"format": "onnx", "inputs": spec, "outputs": [],
@@ -469,7 +471,7 @@ def test_random_input_limit_says_which_sizes_to_pass():
 
 
 def test_input_budget_counts_external_data(tmp_path):
-    from fxexport.verify import MAX_RANDOM_INPUT_BYTES, input_budget
+    from fxexport.verification.inputs import MAX_RANDOM_INPUT_BYTES, input_budget
 
     path = _save(_onnx_model(_small_manifest(), external="weights.bin"), tmp_path / "ok.onnx")
     with open(tmp_path / "weights.bin", "wb") as f:
@@ -510,7 +512,7 @@ def test_inspect_reads_torchscript_from_the_zip_without_loading_it(tmp_path, not
     import torch
 
     from fxexport.cli import main
-    from fxexport.describe import describe_artifact
+    from fxexport.formats import describe_artifact
 
     class Pair(torch.nn.Module):
         def forward(self, x: torch.Tensor, scale: float):
@@ -537,8 +539,8 @@ def test_inspect_reads_torchscript_from_the_zip_without_loading_it(tmp_path, not
 
 def test_inspect_reads_an_aoti_package_without_loading_its_library(tmp_path, nothing_loads, capsys):
     from fxexport.cli import main
-    from fxexport.describe import describe_artifact
-    from fxexport.export.aoti import cpu_features
+    from fxexport.formats import describe_artifact
+    from fxexport.formats.aoti import cpu_features
 
     here = cpu_features()
     data = dict(_small_manifest(), format="aoti", exporter="aoti", extra={"cpu": here})

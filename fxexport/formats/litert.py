@@ -68,7 +68,8 @@ from torch import nn
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.export._common import Plan, _first_line, check_extractor, make_manifest, plan, preserved_state, quiet
+from fxexport.errors import one_line as _first_line
+from fxexport.formats.common import Plan, check_extractor, make_manifest, plan, preserved_state, quiet
 from fxexport.flatten import FlatOutputs
 from fxexport.formats.base import ArtifactIO, Session
 from fxexport.manifest import MANIFEST_KEY, Manifest

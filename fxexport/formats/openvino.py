@@ -144,8 +144,8 @@ def export(
         ExportError: the ONNX export or the conversion failed, or the IR differs from the
             eager extractor (names, order, shapes, values at every probed size).
     """
-    from fxexport.export import _common
-    from fxexport.export.onnx import export_onnx
+    from fxexport.formats import common as _common
+    from fxexport.formats.onnx import export_onnx
 
     target = _xml_path(path)
     _common.check_extractor(extractor)

@@ -1,32 +1,43 @@
-"""Export an extractor to ONNX with named, flat outputs and a manifest.
+"""The ONNX format: export an extractor with named, flat outputs and a manifest; read, describe and run ``.onnx`` files.
 
 The extractor's ``OrderedDict`` is flattened (:mod:`fxexport.flatten`) into graph
 outputs named ``NAME`` / ``NAME.0`` / ``NAME.KEY`` in the extractor's order.
 After export the file is checked, not trusted: output names, count, shapes and
 (loosely) values are compared with the eager extractor in onnxruntime, every dim
 declared dynamic must be symbolic in the graph and the model must run at a
-second size.
+second size. The manifest is stored in the model's ``metadata_props`` under ``fxexport``.
+
+This module is the ONNX entry of the format registry (:mod:`fxexport.formats`):
+:func:`read_manifest` and :func:`describe` read the file's bytes (never its external
+data, and nothing outside its folder), :func:`open` runs it in onnxruntime (or in OpenVINO),
+and :func:`session_options` is the one place onnxruntime sessions are configured.
 
 Example:
-    >>> import torch, torchvision, tempfile, os
+    >>> import torch, tempfile, os
     >>> from fxexport import create_feature_extractor
-    >>> model = torchvision.models.resnet18().eval()
-    >>> ex = create_feature_extractor(model, {"layer1": "feat1", "layer2": "feat2"})
-    >>> path = os.path.join(tempfile.mkdtemp(), "r18.onnx")
-    >>> m = export_onnx(ex, torch.rand(1, 3, 64, 64), path, dynamic=("batch",))  # doctest: +SKIP
-    >>> m.output_names, m.outputs[0].shape  # doctest: +SKIP
-    (['feat1', 'feat2'], ['batch', 64, 16, 16])
+    >>> _ = torch.manual_seed(0)
+    >>> conv = torch.nn.Conv2d
+    >>> net = torch.nn.Sequential(conv(3, 4, 3, padding=1), torch.nn.ReLU(), conv(4, 8, 3, stride=2))
+    >>> ex = create_feature_extractor(net.eval(), {"1": "feat1", "2": "feat2"})
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.onnx")
+    >>> m = export_onnx(ex, torch.rand(1, 3, 16, 16), path, dynamic=("batch",))
+    >>> m.output_names, m.outputs[0].shape, m.outputs[1].shape
+    (['feat1', 'feat2'], ['batch', 4, 16, 16], ['batch', 8, 7, 7])
+    >>> session = open(path, read_manifest(path))
+    >>> {k: tuple(v.shape) for k, v in session.run_named([torch.rand(2, 3, 16, 16)]).items()}
+    {'feat1': (2, 4, 16, 16), 'feat2': (2, 8, 7, 7)}
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +45,24 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
-from fxexport.errors import ExportError, InvalidInputError
-from fxexport.export import _common
-from fxexport.export._common import Plan, _first_line
+from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
-from fxexport.manifest import Manifest, onnx_external_files, set_onnx_manifest
+from fxexport.formats import common as _common
+from fxexport.formats.base import ArtifactIO, Session
+from fxexport.formats.common import Plan
+from fxexport.manifest import MANIFEST_KEY, MAX_MANIFEST_BYTES, Manifest
 
-__all__ = ["export_onnx", "EXPORTERS", "AUTO_ORDER"]
+__all__ = [
+    "NAME", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "export", "export_onnx", "read_manifest", "describe", "open",
+    "default_tolerance", "check_files", "external_files", "session_options", "onnxruntime_session", "set_onnx_manifest",
+    "onnx_external_files", "check_external_data", "data_file_name", "EXPORTERS", "AUTO_ORDER",
+]
+
+NAME = "onnx"
+SUFFIXES = (".onnx",)
+#: onnxruntime by default; ``runtime="openvino"`` runs the file in OpenVINO (:mod:`fxexport.formats.openvino`)
+RUNTIMES = ("onnxruntime", "openvino")
+ANY_SHAPE = False
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 #: "auto" tries these in order (fastest export first) and keeps the first that passes every check
@@ -120,6 +142,10 @@ def export_onnx(
     raise ExportError("ONNX export failed with every exporter: " + "; ".join(str(e) for _, e in failures))
 
 
+#: the format protocol's name for :func:`export_onnx`
+export = export_onnx
+
+
 # -- one exporter, end to end ------------------------------------------------------------------
 
 
@@ -153,7 +179,7 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         try:
             onnx.checker.check_model(checked)
         except Exception as err:  # noqa: BLE001
-            raise ExportError(f"{exporter}: onnx.checker rejects the model: {_first_line(err)}") from err
+            raise ExportError(f"{exporter}: onnx.checker rejects the model: {one_line(err)}") from err
         _check_in_onnxruntime(checked, p, exporter)
         learned = p.manifest_extra()
         if any(manifest.extra.get(k) != v for k, v in learned.items()):
@@ -235,14 +261,14 @@ def _explain_failure(exporter: str, err: BaseException, p: Plan) -> str:
         if re.search(rf"Constraints violated \([^)]*\b{dim}\b", text) or re.search(
             rf"\b{dim}\b[^\n]*(must be specialized|specialized to|not all values)", text, re.I
         ):
-            reason = next((ln.strip() for ln in text.splitlines() if dim in ln and "must" in ln), _first_line(err))
+            reason = next((ln.strip() for ln in text.splitlines() if dim in ln and "must" in ln), one_line(err))
             return (f"{exporter}: dim '{dim}' cannot be dynamic for this model ({reason[:300]}); "
                     f"export with a fixed {dim} (drop it from dynamic)")
     root = err
     while root.__cause__ is not None and root.__cause__ is not root:  # dynamo: a generic "step 1/3" header
         root = root.__cause__
-    cause = f" (cause: {_first_line(root)})" if root is not err else ""
-    return f"{exporter}: torch.onnx.export failed: {_first_line(err)}{cause}"
+    cause = f" (cause: {one_line(root)})" if root is not err else ""
+    return f"{exporter}: torch.onnx.export failed: {one_line(err)}{cause}"
 
 
 # -- post-processing ---------------------------------------------------------------------------
@@ -403,24 +429,21 @@ def _fix_shapes(model, p: Plan, exporter: str) -> list[list[int | str]]:
 
 
 def _session(model_or_path):
+    """The self-check's onnxruntime session: one thread, on the bytes (or file) just exported."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model_or_path, os.PathLike):
         model_or_path = str(model_or_path)
     elif not isinstance(model_or_path, (str, bytes)):
         model_or_path = model_or_path.SerializeToString()
-    return ort.InferenceSession(model_or_path, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model_or_path, session_options("all", threads=1), providers=["CPUExecutionProvider"])
 
 
 def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
     try:
         sess = _session(model)
     except Exception as err:  # noqa: BLE001
-        raise ExportError(f"{exporter}: onnxruntime cannot load the exported model: {_first_line(err)}") from err
+        raise ExportError(f"{exporter}: onnxruntime cannot load the exported model: {one_line(err)}") from err
     got_names = [o.name for o in sess.get_outputs()]
     if got_names != p.spec.names:
         raise ExportError(f"{exporter}: ONNX outputs are {got_names}, expected {p.spec.names}")
@@ -457,10 +480,10 @@ def _explain_runtime_failure(exporter: str, p: Plan, inputs, err: BaseException,
                 bad.append(dim)
         bad = bad or list(p.dynamic)
         sizes = ", ".join(f"{d}={base[d]}->{second[d]}" for d in bad)
-        return (f"{exporter}: the exported model does not run when {sizes} ({_first_line(err, 200)}), so "
+        return (f"{exporter}: the exported model does not run when {sizes} ({one_line(err, 200)}), so "
                 f"{' and '.join(repr(d) for d in bad)} cannot be dynamic for this model with this exporter; "
                 f"export with a fixed {'/'.join(bad)} (drop it from dynamic)")
-    return f"{exporter}: onnxruntime fails on the example: {_first_line(err)}"
+    return f"{exporter}: onnxruntime fails on the example: {one_line(err)}"
 
 
 # -- files -------------------------------------------------------------------------------------
@@ -524,7 +547,6 @@ def check_external_data(path: str | os.PathLike, manifest: Manifest | None) -> d
         True
     """
     from fxexport._io import sha256_file
-    from fxexport.errors import VerificationError
 
     extra = getattr(manifest, "extra", None)
     record = extra.get("external_data") if isinstance(extra, Mapping) else None
@@ -588,7 +610,7 @@ def _write_external_data(model, scratch: Path, onnx_name: str) -> dict[str, Any]
     view = memoryview(buf)
     used: set[Path] = set()
     placed: list[tuple[Any, int, int]] = []
-    with open(scratch / temp, "wb") as out:
+    with builtins.open(scratch / temp, "wb") as out:
         for t in _tensors_with_data(model.graph):
             start = out.tell()
             if t.data_location == TensorProto.EXTERNAL:
@@ -601,7 +623,7 @@ def _write_external_data(model, scratch: Path, onnx_name: str) -> dict[str, Any]
                 used.add(src)
                 remaining = int(info["length"]) if "length" in info else src.stat().st_size - int(
                     info.get("offset", 0))
-                with open(src, "rb", buffering=0) as f:
+                with builtins.open(src, "rb", buffering=0) as f:
                     f.seek(int(info.get("offset", 0)))
                     while remaining > 0:
                         n = f.readinto(view[: min(remaining, len(buf))])
@@ -703,3 +725,377 @@ def _check_opset(opset: Any) -> int | None:
     if isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= top:
         raise InvalidInputError(f"opset {opset!r} is not an integer between 7 and {top}")
     return opset
+
+
+# -- onnxruntime sessions ----------------------------------------------------------------------
+
+#: :func:`session_options` levels, cheapest first
+OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def session_options(level: str = "all", threads: int | None = None):
+    """The ``onnxruntime.SessionOptions`` every fxexport session uses (export checks, verify, edge).
+
+    ``level`` is the graph optimization level (``"disabled"``, ``"basic"``, ``"extended"``
+    -- portable fusions, what ORT-format files are saved at -- or ``"all"``); ``threads``
+    the intra-op thread count (None: onnxruntime's default). Worker threads never spin
+    after a run (the eager reference runs in the same process), and onnxruntime logs only
+    fatal errors: failures come back as exceptions, which fxexport reports in one line.
+
+    Raises:
+        InvalidInputError: an unknown level or a thread count below 1.
+
+    Example:
+        >>> opts = session_options("basic", threads=2)
+        >>> opts.graph_optimization_level.name, opts.intra_op_num_threads
+        ('ORT_ENABLE_BASIC', 2)
+    """
+    import onnxruntime as ort
+
+    levels = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if level not in levels:
+        raise InvalidInputError(f"onnxruntime optimization level {level!r} is not one of {', '.join(levels)}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[level]
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InvalidInputError(f"threads={threads!r} must be an integer >= 1")
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 4
+    return opts
+
+
+def onnxruntime_session(path: str | os.PathLike, *, threads: int | None = None, level: str = "all") -> Session:
+    """A :class:`~fxexport.formats.base.Session` running ``path`` (``.onnx`` or ORT format) in onnxruntime's CPU
+    provider; ``threads`` defaults to torch's thread count.
+
+    Output names are the graph's; inputs are fed by the graph's input names, in order.
+    An ``.onnx`` file's external data is checked first (:func:`onnx_external_files`): data
+    outside the file's folder is refused before onnxruntime opens anything.
+    """
+    import onnxruntime as ort
+
+    if Path(path).suffix.lower() == ".onnx":
+        onnx_external_files(path)
+    threads = threads if threads is not None else max(1, torch.get_num_threads())
+    session = ort.InferenceSession(str(path), session_options(level, threads), providers=["CPUExecutionProvider"])
+    input_names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: Sequence[torch.Tensor]):
+        if len(inputs) != len(input_names):
+            raise RuntimeError(f"the ONNX graph takes {len(input_names)} input(s) {input_names}, got {len(inputs)}")
+        return session.run(None, {n: t.detach().cpu().contiguous().numpy() for n, t in zip(input_names, inputs)})
+
+    return Session(output_names=[o.name for o in session.get_outputs()], run=run, input_names=input_names,
+                   runtime="onnxruntime")
+
+
+def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | None = None,
+         threads: int | None = None) -> Session:
+    """Load the ``.onnx`` file ``path`` in ``runtime`` (default onnxruntime; ``"openvino"`` compiles it in OpenVINO
+    with :func:`fxexport.formats.openvino.open_onnx_in_openvino`) and return a :class:`~fxexport.formats.base.Session`.
+
+    An ONNX file is data: opening it runs no code the file names. External data outside
+    the file's folder is refused before any runtime reads it.
+
+    Raises:
+        VerificationError: a runtime that cannot run ONNX files, or data outside the folder.
+    """
+    if runtime not in (None, *RUNTIMES):
+        raise VerificationError(f"runtime '{runtime}' cannot run the ONNX file '{path}'; use {', '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        from fxexport.formats import for_runtime  # the registry: OpenVINO's module builds on this one
+
+        return for_runtime("openvino").open_onnx_in_openvino(path, manifest, threads=threads)
+    return onnxruntime_session(path, threads=threads)
+
+
+# -- the variants fxexport.edge writes -----------------------------------------------------------
+
+#: default thresholds (``Tolerance`` keyword arguments) of the reduced-precision variants
+#: :func:`fxexport.edge.optimize` writes: edge's fp16 and int8 thresholds as tolerances
+#: (every element within ``range_atol`` of the output's largest magnitude, and a cosine floor)
+VARIANT_TOLERANCES: dict[str, dict[str, Any]] = {
+    "fp16": {"rtol": 0.0, "atol": 0.0, "range_atol": 2e-2, "max_mismatch": 0.0, "min_cosine": 0.999,
+             "check_dtype": True, "dtype_floor": False},
+    "int8": {"rtol": 0.0, "atol": 0.0, "range_atol": 0.25, "max_mismatch": 0.0, "min_cosine": 0.98,
+             "check_dtype": True, "dtype_floor": False},
+}
+
+
+def default_tolerance(manifest: Manifest) -> dict[str, Any] | None:
+    """Default thresholds (``Tolerance`` keyword arguments) for a variant that cannot match float32 eager closely.
+
+    ``"onnx-fp16"`` / ``"onnx-int8"`` get :data:`VARIANT_TOLERANCES`; a float32 file
+    (``"onnx"``, ``"onnx-optimized"``) none: verify's defaults apply. A threshold given to
+    verify for an output wins over these.
+
+    Example:
+        >>> default_tolerance(Manifest("onnx", [], [])) is None
+        True
+        >>> default_tolerance(Manifest("onnx-int8", [], []))["range_atol"]
+        0.25
+    """
+    fmt = str(manifest.format).lower()
+    variant = fmt.removeprefix(f"{NAME}-") if fmt.startswith(f"{NAME}-") else None
+    if variant in VARIANT_TOLERANCES:
+        return dict(VARIANT_TOLERANCES[variant])
+    return None
+
+
+def check_files(path: str | os.PathLike, manifest: Manifest | None) -> None:
+    """Check the files an artifact is made of against its manifest before anything runs it:
+    for ONNX, the external data file (:func:`check_external_data`)."""
+    check_external_data(path, manifest)
+
+
+def external_files(path: str | os.PathLike) -> list[Path]:
+    """The companion files an ``.onnx`` file reads (its external data), checked to lie inside its folder
+    (:func:`onnx_external_files`); ``[]`` for a file that holds its weights itself."""
+    return onnx_external_files(path)
+
+
+# -- reading the file --------------------------------------------------------------------------
+
+
+def set_onnx_manifest(model: Any, manifest: Manifest) -> None:
+    """Store ``manifest`` in an ``onnx.ModelProto``'s ``metadata_props`` (key ``fxexport``), in place.
+
+    Other metadata entries are kept, in order; an older fxexport entry is replaced.
+
+    Example:
+        >>> import onnx
+        >>> model = onnx.ModelProto()
+        >>> set_onnx_manifest(model, Manifest(format="onnx", inputs=[], outputs=[]))
+        >>> [p.key for p in model.metadata_props]
+        ['fxexport']
+    """
+    props = model.metadata_props
+    keep = [(p.key, p.value) for p in props if p.key != MANIFEST_KEY]
+    del props[:]
+    for key, value in keep + [(MANIFEST_KEY, manifest.to_json())]:
+        entry = props.add()
+        entry.key, entry.value = key, value
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest | None:
+    """The manifest in an ONNX file's ``metadata_props`` (key ``fxexport``), read from the file's bytes.
+
+    Nothing is loaded but the protobuf (not its external data); a file whose external data
+    lies outside its folder is refused (:func:`onnx_external_files`). Returns None for a
+    readable ONNX file without an fxexport manifest.
+
+    Raises:
+        VerificationError: the file is missing, not ONNX, refused, or its manifest is malformed
+            or over 1 MiB (one line naming the file).
+
+    Example:
+        >>> read_manifest("missing.onnx")
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'missing.onnx' does not exist
+    """
+    p = _common.require_file(path)
+    model = _load_onnx_proto(p)
+    onnx_external_files(p, model)
+    text = _manifest_text(model, p)
+    return None if text is None else _common.parse_manifest(text, p)
+
+
+def _manifest_text(model: Any, path: Path) -> str | None:
+    for prop in model.metadata_props:
+        if prop.key == MANIFEST_KEY:
+            if len(prop.value) > MAX_MANIFEST_BYTES:
+                raise _common.manifest_too_big(path, len(prop.value.encode("utf-8", "replace")), "metadata_props")
+            return prop.value
+    return None
+
+
+def describe(path: str | os.PathLike) -> ArtifactIO:
+    """The graph's inputs and outputs (names, shapes with symbolic dims, dtypes) and facts (opset, producer,
+    node count, external data), read from the protobuf: no runtime opens the file.
+
+    When the file's manifest records external data, the data file beside it must be that one
+    (:func:`check_external_data`): a mismatched pair is refused here too.
+
+    Raises:
+        VerificationError: unreadable, refused (data outside the folder) or a mismatched pair.
+
+    Example:
+        >>> import onnx, tempfile, pathlib
+        >>> from onnx import TensorProto, helper
+        >>> graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+        ...     [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        ...     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "relu.onnx"
+        >>> onnx.save(helper.make_model(graph), str(path))
+        >>> io = describe(path)
+        >>> io.inputs, io.facts["nodes"]
+        ([{'name': 'x', 'shape': ['batch', 3], 'dtype': 'float32'}], 1)
+    """
+    from onnx import TensorProto
+
+    p = _common.require_file(path)
+    model = _load_onnx_proto(p)
+    external = onnx_external_files(p, model)  # refuses data outside the artifact's folder
+
+    def spec(value_info) -> dict:
+        t = value_info.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        try:
+            dtype = TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "?"
+        except ValueError:  # an element type this onnx does not know
+            dtype = f"type {t.elem_type}"
+        dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
+        return {"name": value_info.name, "shape": dims, "dtype": dtype}
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [spec(v) for v in model.graph.input if v.name not in inits]
+    outputs = [spec(v) for v in model.graph.output]
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    facts: dict[str, Any] = {"opset": opsets.get("ai.onnx"),
+                             "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                             "nodes": len(model.graph.node)}
+    if external:
+        facts["external_data"] = ", ".join(f.name for f in external)
+        facts["external_data_bytes"] = sum(f.stat().st_size for f in external if f.is_file())
+    try:
+        text = _manifest_text(model, p)
+        manifest = None if text is None else _common.parse_manifest(text, p)
+    except VerificationError:
+        manifest = None  # the manifest's own problems are read_manifest's to report
+    if manifest is not None:
+        check_external_data(p, manifest)  # a mismatched .onnx + data pair: VerificationError, one line
+    return ArtifactIO(inputs=inputs, outputs=outputs, facts=facts)
+
+
+def _load_onnx_proto(path: Path):
+    """The ModelProto without its external data (nothing the file points to is opened)."""
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - any parse failure is "not an ONNX file"
+        raise VerificationError(
+            f"artifact '{path}' is not a readable ONNX file: {one_line(err, 200, typed=False)}") from None
+
+
+def _onnx_tensors(model) -> Iterator[tuple[str, Any]]:
+    """(where, TensorProto) of every tensor in a ModelProto: initializers, Constant values, subgraphs, functions."""
+    def graph_tensors(graph, where: str):
+        for t in graph.initializer:
+            yield f"{where}initializer '{t.name}'", t
+        for sp in graph.sparse_initializer:
+            yield f"{where}sparse initializer '{sp.values.name}'", sp.values
+            yield f"{where}sparse initializer '{sp.values.name}' indices", sp.indices
+        for node in graph.node:
+            yield from node_tensors(node, where)
+
+    def node_tensors(node, where: str):
+        for attr in node.attribute:
+            here = f"{where}node '{node.name or node.op_type}' attribute '{attr.name}'"
+            if attr.HasField("t"):
+                yield here, attr.t
+            yield from ((here, t) for t in attr.tensors)
+            if attr.HasField("sparse_tensor"):
+                yield here, attr.sparse_tensor.values
+                yield here, attr.sparse_tensor.indices
+            for sp in attr.sparse_tensors:
+                yield here, sp.values
+                yield here, sp.indices
+            if attr.HasField("g"):
+                yield from graph_tensors(attr.g, f"{here}: ")
+            for g in attr.graphs:
+                yield from graph_tensors(g, f"{here}: ")
+
+    yield from graph_tensors(model.graph, "")
+    for fn in model.functions:
+        for node in fn.node:
+            yield from node_tensors(node, f"function '{fn.name}': ")
+
+
+def _unsafe_location(location: str) -> bool:
+    """An absolute path, a drive, or a '..' part, in POSIX or Windows spelling."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not location or "\x00" in location:
+        return True
+    win = PureWindowsPath(location)
+    if PurePosixPath(location).is_absolute() or win.is_absolute() or win.drive or location.startswith(("/", "\\")):
+        return True
+    return ".." in location.replace("\\", "/").split("/")
+
+
+def _show_text(text: str, limit: int = 200) -> str:
+    """repr of an untrusted string, cut in the middle past ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit // 2]}...{shown[-limit // 2:]}"
+
+
+def onnx_external_files(path: str | os.PathLike, model: Any = None) -> list[Path]:
+    """The external-data files an ONNX file references, checked before any runtime opens it.
+
+    Every tensor stored outside the file (``data_location == EXTERNAL``) must name a
+    relative ``location`` inside the artifact's own folder: an absolute path, a
+    ``..`` part, or a symlink that resolves outside the folder is refused, so that
+    reading, describing or verifying a file never makes onnxruntime read
+    ``/etc/passwd`` or ``../../secret`` as weights. Returns the distinct files
+    (resolved), in first-use order; a missing file is left to the runtime to report.
+    ``model`` is the already parsed ``ModelProto`` (else the file is parsed, without
+    its external data).
+
+    Raises:
+        VerificationError: a location is outside the folder (the message names the
+            tensor and the location), or the file is not readable as ONNX.
+
+    Example:
+        >>> import onnx
+        >>> t = onnx.helper.make_tensor("w", onnx.TensorProto.FLOAT, [1], bytes(4), raw=True)
+        >>> onnx.external_data_helper.set_external_data(t, location="../secret.bin")
+        >>> graph = onnx.helper.make_graph([], "g", [], [], initializer=[t])
+        >>> onnx_external_files("model.onnx", onnx.helper.make_model(graph))
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'model.onnx' is refused: initializer 'w' stores its data at \
+'../secret.bin', outside the artifact's folder; external data must be a relative path inside that folder
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        key = None
+    if model is None:
+        if key is not None and key in _CHECKED_ONNX:  # verify asks for one file several times: parse it once
+            return list(_CHECKED_ONNX[key])
+        model = _load_onnx_proto(p)
+    folder = os.path.realpath(p.parent)
+    files: dict[str, None] = {}
+    for where, tensor in _onnx_tensors(model):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        resolved = os.path.realpath(os.path.join(folder, location))
+        unsafe = _unsafe_location(location)
+        if unsafe or os.path.commonpath([folder, resolved]) != folder:
+            link = "" if unsafe else f" (a link to {_show_text(resolved)})"
+            raise VerificationError(
+                f"artifact '{path}' is refused: {where} stores its data at {_show_text(location)}{link}, outside the "
+                "artifact's folder; external data must be a relative path inside that folder"
+            )
+        files[resolved] = None
+    checked = [Path(f) for f in files]
+    if key is not None and model is not None:
+        if len(_CHECKED_ONNX) >= 64:
+            _CHECKED_ONNX.clear()
+        _CHECKED_ONNX[key] = tuple(checked)
+    return checked
+
+
+# (real path, size, mtime, inode) of ONNX files already checked -> their external files.
+_CHECKED_ONNX: dict[tuple, tuple[Path, ...]] = {}

@@ -1,4 +1,4 @@
-"""ExecuTorch export: an extractor lowered to XNNPACK in a ``.pte`` program, PyTorch's own edge runtime.
+"""The ExecuTorch format: an extractor lowered to XNNPACK in a ``.pte`` program, PyTorch's own edge runtime.
 
 ``torch.export`` captures the extractor (wrapped in
 :class:`~fxexport.flatten.FlatOutputs`, so the program returns the flat outputs
@@ -14,13 +14,18 @@ importing this module does not. Shapes are static (the example's): ExecuTorch
 plans memory ahead of time.
 
 Example:
-    >>> import torch, torchvision
+    >>> import os, tempfile, torch
     >>> from fxexport import create_feature_extractor
-    >>> from fxexport.export.executorch import export_executorch
-    >>> ex = create_feature_extractor(torchvision.models.resnet18(), {"layer3": "c4", "layer4": "c5"}).eval()
-    >>> manifest = export_executorch(ex, torch.rand(1, 3, 64, 64), "r18.pte")  # doctest: +SKIP
-    >>> manifest.output_names, manifest.extra["backend"]  # doctest: +SKIP
-    (['c4', 'c5'], 'xnnpack')
+    >>> from fxexport.formats.executorch import export_executorch
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 8, 3))
+    >>> ex = create_feature_extractor(net.eval(), {"1": "c4", "2": "c5"})
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.pte")
+    >>> manifest = export_executorch(ex, torch.rand(1, 3, 16, 16), path)
+    >>> manifest.output_names, manifest.extra["backend"], read_manifest(path) == manifest
+    (['c4', 'c5'], 'xnnpack', True)
+    >>> [tuple(t.shape) for t in open(path, manifest).run([torch.rand(1, 3, 16, 16)])]
+    [(1, 4, 14, 14), (1, 8, 12, 12)]
 """
 
 from __future__ import annotations
@@ -37,12 +42,20 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
-from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet, quiet_logger
+from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
+from fxexport.formats import common as _common
+from fxexport.formats.base import ArtifactIO, Session
+from fxexport.formats.common import Plan, make_manifest, plan, preserved_state, quiet, quiet_logger, sidecar_path
 from fxexport.manifest import Manifest
 
-__all__ = ["export_executorch", "load_executorch", "executorch_version", "sidecar_path"]
+__all__ = ["NAME", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "export", "export_executorch", "read_manifest", "describe",
+           "open", "load_executorch", "executorch_version", "sidecar_path"]
+
+NAME = "executorch"
+SUFFIXES = (".pte",)
+RUNTIMES = ("executorch",)
+ANY_SHAPE = False
 
 INSTALL_HINT = "install it with: pip install 'fxexport[edge]' (or pip install executorch)"
 
@@ -60,16 +73,6 @@ def executorch_version() -> str | None:
         return metadata.version("executorch")
     except metadata.PackageNotFoundError:
         return None
-
-
-def sidecar_path(path: str | os.PathLike) -> Path:
-    """Where the manifest of ``path`` is written: ``<file>.pte.json``.
-
-    Example:
-        >>> str(sidecar_path("out/r18.pte"))
-        'out/r18.pte.json'
-    """
-    return Path(str(path) + ".json")
 
 
 def export_executorch(
@@ -116,7 +119,7 @@ def export_executorch(
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
     except Exception as err:  # noqa: BLE001 - a broken install
-        raise ExportError(f"ExecuTorch {version} cannot be imported ({_first_line(err)}); {INSTALL_HINT}") from err
+        raise ExportError(f"ExecuTorch {version} cannot be imported ({one_line(err)}); {INSTALL_HINT}") from err
 
     with preserved_state(extractor), quiet():
         p = plan(extractor, example_inputs, None, input_names)
@@ -124,13 +127,13 @@ def export_executorch(
         try:
             program = torch.export.export(flat, p.inputs, strict=False)
         except Exception as err:  # noqa: BLE001
-            raise ExportError(f"torch.export could not capture the extractor: {_first_line(err)}") from err
+            raise ExportError(f"torch.export could not capture the extractor: {one_line(err)}") from err
         try:
             lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             et_program = lowered.to_executorch()
             buffer = et_program.buffer
         except Exception as err:  # noqa: BLE001
-            raise ExportError(f"ExecuTorch could not lower the extractor to XNNPACK: {_first_line(err)}") from err
+            raise ExportError(f"ExecuTorch could not lower the extractor to XNNPACK: {one_line(err)}") from err
     delegated, total = _delegation(lowered)
     manifest = make_manifest(
         p, fmt="executorch", output_shapes=p.output_shapes, exporter="executorch", opset=None,
@@ -147,6 +150,33 @@ def export_executorch(
     return manifest
 
 
+#: the format protocol's name for :func:`export_executorch`
+export = export_executorch
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest | None:
+    """The manifest in ``<file>.pte.json`` beside the program (:func:`sidecar_path`); None when there is none.
+
+    The ``.pte`` itself is not read. The JSON is untrusted: checked field by field, refused over 1 MiB.
+
+    Raises:
+        VerificationError: the program is missing, or its manifest is unreadable or malformed.
+
+    Example:
+        >>> read_manifest("missing.pte")
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'missing.pte' does not exist
+    """
+    return _common.read_sidecar_manifest(_common.require_file(path))
+
+
+def describe(path: str | os.PathLike) -> ArtifactIO:
+    """What the program file says without running it: nothing fxexport reads (the ``.pte`` holds no names;
+    inputs and outputs come from the manifest beside it)."""
+    _common.require_file(path)
+    return ArtifactIO()
+
+
 def load_executorch(path: str | os.PathLike):
     """Load a ``.pte`` program's ``forward`` method with ExecuTorch's Python runtime.
 
@@ -160,26 +190,37 @@ def load_executorch(path: str | os.PathLike):
             warnings.simplefilter("ignore")  # "This API is experimental"
             from executorch.runtime import Runtime
     except Exception as err:  # noqa: BLE001
-        raise VerificationError(f"cannot run '{path}': the ExecuTorch runtime is not available; {INSTALL_HINT}") from err
+        raise VerificationError(f"cannot run '{path}': the ExecuTorch runtime is not available; {INSTALL_HINT}"
+                                ) from err
     try:
         with _native_stderr_silenced():  # XNNPACK's cpuinfo logs five lines on the first load
             program = Runtime.get().load_program(str(path))
             return program.load_method("forward")
     except Exception as err:  # noqa: BLE001
-        raise VerificationError(f"ExecuTorch cannot load '{path}': {_first_line(err)}") from err
+        raise VerificationError(f"ExecuTorch cannot load '{path}': {one_line(err)}") from err
 
 
-def load_session(path: Path, manifest: Manifest):
-    """A :class:`fxexport.verify.Session` running ``path`` in ExecuTorch (the ``.pte`` verify runner)."""
-    from fxexport.verify import Session
+def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | None = None,
+         threads: int | None = None) -> Session:
+    """Load the program in ExecuTorch's Python runtime (:func:`load_executorch`) and return a
+    :class:`~fxexport.formats.base.Session`; outputs are named by the manifest (the ``.pte`` has no names).
 
+    ``threads`` is not applied (XNNPACK picks its own thread pool).
+
+    Raises:
+        VerificationError: another runtime was asked for, executorch is missing, or the program cannot be loaded.
+    """
+    if runtime not in (None, *RUNTIMES):
+        raise VerificationError(f"runtime '{runtime}' cannot run the ExecuTorch program '{path}'; "
+                                f"use {', '.join(RUNTIMES)}")
     method = load_executorch(path)
 
     def run(inputs):
         out = method.execute([t.detach().contiguous() for t in inputs])
         return [out] if isinstance(out, torch.Tensor) else list(out)
 
-    return Session(list(manifest.output_names), run)
+    return Session(output_names=list(manifest.output_names) if manifest else [], run=run,
+                   input_names=list(manifest.input_names) if manifest else [], runtime="executorch")
 
 
 # -- internals ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""AOTInductor export: an extractor compiled ahead of time into a ``.pt2`` package.
+"""The AOTInductor format: an extractor compiled ahead of time into a ``.pt2`` package.
 
 AOTInductor is the successor of TorchScript for running a PyTorch model from C++:
 ``torch.export`` captures the graph, Inductor generates and compiles C++ for it,
@@ -18,14 +18,23 @@ AVX512, is baked into the kernels): ``manifest.extra["cpu"]`` records what it
 was built for, and the package should run on a machine with at least those CPU
 features and the same torch version.
 
+:func:`read_manifest` and :func:`describe` read the package's zip; only :func:`open`
+(:func:`load_aoti`) loads its shared library, which is native code: verifying a package
+means running it.
+
 Example:
-    >>> import torch, torchvision
+    >>> import os, tempfile, torch
     >>> from fxexport import create_feature_extractor
-    >>> from fxexport.export.aoti import export_aoti
-    >>> extractor = create_feature_extractor(torchvision.models.resnet18(), {"layer2": "l2", "layer4": "l4"})
-    >>> manifest = export_aoti(extractor.eval(), torch.rand(2, 3, 64, 64), "r18.pt2", dynamic=["batch"])  # doctest: +SKIP
-    >>> manifest.output_names  # doctest: +SKIP
-    ['l2', 'l4']
+    >>> from fxexport.formats.aoti import export_aoti
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    >>> extractor = create_feature_extractor(net.eval(), {"0": "conv", "1": "relu"})
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.pt2")
+    >>> manifest = export_aoti(extractor, torch.rand(2, 3, 8, 8), path, dynamic=["batch"])
+    >>> manifest.output_names, manifest.outputs[1].shape
+    (['conv', 'relu'], ['batch', 4, 6, 6])
+    >>> [tuple(t.shape) for t in load_aoti(path)(torch.rand(3, 3, 8, 8))]
+    [(3, 4, 6, 6), (3, 4, 6, 6)]
 """
 
 from __future__ import annotations
@@ -42,12 +51,20 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
-from fxexport.errors import ExportError, InvalidInputError
-from fxexport.export._common import Plan, _first_line, make_manifest, plan, preserved_state, quiet, quiet_logger
+from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
-from fxexport.manifest import MANIFEST_KEY, Manifest
+from fxexport.formats import common as _common
+from fxexport.formats.base import ArtifactIO, Session
+from fxexport.formats.common import Plan, make_manifest, plan, preserved_state, quiet, quiet_logger
+from fxexport.manifest import MANIFEST_KEY, MAX_MANIFEST_BYTES, Manifest
 
-__all__ = ["export_aoti", "cpu_features", "load_aoti", "missing_cpu_features"]
+__all__ = ["NAME", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "export", "export_aoti", "read_manifest", "describe", "open",
+           "cpu_features", "load_aoti", "missing_cpu_features", "cpu_facts"]
+
+NAME = "aoti"
+SUFFIXES = (".pt2",)
+RUNTIMES = ("aoti",)
+ANY_SHAPE = False
 
 # Instruction-set flags (from /proc/cpuinfo) the compiled code may use. Inductor compiles the
 # package's kernels with -march=native, so the compiler may emit any of the building CPU's
@@ -122,6 +139,10 @@ def export_aoti(
         return _export_aoti(extractor, example_inputs, path, dynamic, model_info, input_names)
 
 
+#: the format protocol's name for :func:`export_aoti`
+export = export_aoti
+
+
 def _export_aoti(extractor, example_inputs, path: Path, dynamic, model_info, input_names) -> Manifest:
     with preserved_state(extractor), quiet():
         p = plan(extractor, example_inputs, dynamic, input_names)
@@ -143,7 +164,7 @@ def _export_aoti(extractor, example_inputs, path: Path, dynamic, model_info, inp
                     inductor_configs={"aot_inductor.metadata": {MANIFEST_KEY: manifest.to_json()}},
                 )
         except Exception as err:  # noqa: BLE001 - any compile failure is an ExportError
-            raise ExportError(f"AOTInductor could not compile the extractor for '{path}': {_first_line(err)}") from err
+            raise ExportError(f"AOTInductor could not compile the extractor for '{path}': {one_line(err)}") from err
         _normalize_package(staged, tmp)
         _check_package(tmp, path, p)
     return manifest
@@ -160,11 +181,9 @@ def load_aoti(path: str | os.PathLike, *, check_cpu: bool = True):
         VerificationError: the package cannot be loaded (e.g. built for other CPU
             features or another torch version).
     """
-    from fxexport.errors import VerificationError
-    from fxexport.manifest import read_manifest
-
     try:
-        cpu = read_manifest(str(path)).extra.get("cpu") or {}
+        manifest = read_manifest(path)
+        cpu = (manifest.extra.get("cpu") if manifest is not None else None) or {}
     except VerificationError:
         if not Path(path).exists():
             raise
@@ -181,7 +200,7 @@ def load_aoti(path: str | os.PathLike, *, check_cpu: bool = True):
         with quiet_logger("torch.utils.cpp_extension"):
             return torch._inductor.aoti_load_package(str(path))
     except Exception as err:  # noqa: BLE001
-        raise VerificationError(f"cannot load AOTInductor package '{path}': {_first_line(err)}") from err
+        raise VerificationError(f"cannot load AOTInductor package '{path}': {one_line(err)}") from err
 
 
 def missing_cpu_features(cpu: Mapping[str, Any]) -> list[str]:
@@ -280,7 +299,7 @@ def _export_program(flat: nn.Module, p: Plan):
                 raise
             program = export(auto=violated)
     except Exception as err:  # noqa: BLE001
-        raise ExportError(f"torch.export could not capture the extractor: {_first_line(err)}") from err
+        raise ExportError(f"torch.export could not capture the extractor: {one_line(err)}") from err
 
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     user_inputs = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
@@ -336,5 +355,140 @@ def _check_package(tmp: Path, path: Path, p: Plan) -> None:
     p.check_artifact(f"the AOTInductor package for '{path}'", lambda inputs: runner(*inputs))
 
 
+# -- reading and running packages -------------------------------------------------------------
 
 
+def read_manifest(path: str | os.PathLike) -> Manifest | None:
+    """The manifest in the package metadata (key ``fxexport``, a JSON string), read from the zip: the compiled
+    library is never loaded. Returns None for a package without one.
+
+    Raises:
+        VerificationError: the file is missing, not a readable zip, its metadata is broken, or the
+            manifest is malformed or over 1 MiB (one line naming the file).
+
+    Example:
+        >>> read_manifest("missing.pt2")
+        Traceback (most recent call last):
+        fxexport.errors.VerificationError: artifact 'missing.pt2' does not exist
+    """
+    # An AOTInductor package is a zip; its metadata is stored as JSON next to the
+    # compiled model. Reading it needs no compiled code to be loaded.
+    path = _common.require_file(path)
+    text = _manifest_text(path)
+    return None if text is None else _common.parse_manifest(text, path)
+
+
+def _manifest_text(path: Path) -> str | None:
+    import json
+
+    zf = _common.open_zip(path, "AOTInductor package")
+    with zf:
+        try:
+            for name in zf.namelist():
+                if not (name.endswith("_metadata.json") or name.endswith("/metadata.json")):
+                    continue
+                raw = _common.read_zip_member(zf, name, path, 2 * MAX_MANIFEST_BYTES)
+                try:
+                    meta = json.loads(raw)
+                except (ValueError, RecursionError) as err:
+                    raise VerificationError(f"artifact '{path}' has a broken package metadata file '{name}' "
+                                            f"(not JSON: {one_line(err, 200, typed=False)})") from None
+                if isinstance(meta, dict) and MANIFEST_KEY in meta:
+                    value = meta[MANIFEST_KEY]
+                    if not isinstance(value, str):
+                        raise VerificationError(
+                            f"artifact '{path}' has a malformed fxexport manifest: the metadata entry "
+                            f"'{MANIFEST_KEY}' in '{name}' must be a JSON string, got {_json_kind(value)}")
+                    if len(value) > MAX_MANIFEST_BYTES:
+                        raise _common.manifest_too_big(path, len(value.encode("utf-8", "replace")), name)
+                    return value
+        except _common.zip_errors() as err:
+            raise VerificationError(f"artifact '{path}' is not a readable AOTInductor package: "
+                                    f"{one_line(err, 200, typed=False)}") from None
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    """What JSON calls ``value``'s type, for messages."""
+    if value is None:
+        return "null"
+    for types, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (list, "a list"),
+                        (dict, "an object")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def describe(path: str | os.PathLike) -> ArtifactIO:
+    """Facts of an AOTInductor package from its zip listing and manifest: its shared library is never loaded.
+
+    The facts name the package's libraries and the CPU it was compiled for (the manifest's
+    ``extra["cpu"]``, :func:`cpu_facts`), and whether this machine has those features.
+    Inputs and outputs are not recorded in the package itself (the manifest has them).
+
+    Raises:
+        VerificationError: the file is missing or not a readable zip.
+    """
+    path = _common.require_file(path)
+    zf = _common.open_zip(path, "AOTInductor package")
+    with zf:
+        try:
+            infos = zf.infolist()
+        except _common.zip_errors() as err:
+            raise VerificationError(f"artifact '{path}' is not a readable AOTInductor package: "
+                                    f"{one_line(err, 200, typed=False)}") from None
+    libraries = [i for i in infos if i.filename.endswith(".so")]
+    facts: dict[str, Any] = {
+        "archive_files": len(infos),
+        "shared_libraries": ", ".join(f"{Path(i.filename).name} ({i.file_size} bytes)" for i in libraries) or "none",
+        "loaded": "no (read from the package's bytes; loading it runs its compiled code)",
+    }
+    try:
+        manifest = read_manifest(path)
+    except VerificationError:
+        manifest = None  # the manifest's own problems are read_manifest's to report
+    facts.update(cpu_facts(manifest.extra.get("cpu") if manifest is not None else None))
+    return ArtifactIO(facts=facts)
+
+
+def cpu_facts(cpu: Any) -> dict[str, Any]:
+    """What an AOTInductor package was compiled for (``manifest.extra["cpu"]``) and whether this machine has it.
+
+    Example:
+        >>> cpu_facts(None)
+        {'compiled_for': 'not recorded'}
+    """
+    if not isinstance(cpu, dict) or not cpu:
+        return {"compiled_for": "not recorded"}
+    where = ", ".join(str(cpu[k]) for k in ("machine", "inductor_isa") if cpu.get(k))
+    facts: dict[str, Any] = {"compiled_for": f"{where or '?'} ({cpu.get('model_name') or 'unknown CPU'})"}
+    if cpu.get("flags"):
+        facts["cpu_flags"] = " ".join(str(f) for f in cpu["flags"])
+    missing = missing_cpu_features(cpu)
+    facts["runs_here"] = "yes" if not missing else f"no: this machine lacks {', '.join(missing)}"
+    return facts
+
+
+def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | None = None,
+         threads: int | None = None) -> Session:
+    """Load the package (:func:`load_aoti`: its compiled library runs in this process) and return a
+    :class:`~fxexport.formats.base.Session` whose outputs are named by the manifest.
+
+    ``threads`` is not applied: the compiled kernels use torch's OpenMP pool.
+
+    Raises:
+        VerificationError: another runtime was asked for, the package was built for CPU features
+            this machine lacks, or it cannot be loaded.
+    """
+    if runtime not in (None, *RUNTIMES):
+        raise VerificationError(f"runtime '{runtime}' cannot run the AOTInductor package '{path}'; "
+                                f"use {', '.join(RUNTIMES)}")
+    package = load_aoti(path)
+
+    def run(inputs: Sequence[torch.Tensor]):
+        with torch.inference_mode():
+            out = package(*[t.detach().cpu().contiguous() for t in inputs])
+        return [out] if isinstance(out, torch.Tensor) else list(out)
+
+    return Session(output_names=list(manifest.output_names) if manifest else [], run=run,
+                   input_names=list(manifest.input_names) if manifest else [], runtime="aoti")
