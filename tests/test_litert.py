@@ -302,6 +302,11 @@ def test_unreadable_files_and_lying_manifests_are_one_line(tmp_path, two_head):
     with pytest.raises(VerificationError) as err:
         litert.describe(cut)
     assert "\n" not in str(err.value)
+    huge = tmp_path / "huge.tflite"  # a manifest over 1 MiB is refused before it is decoded
+    padded = Manifest("litert", [], [], extra={"pad": "x" * (2 << 20)})
+    huge.write_bytes(litert.embed_manifest(path.read_bytes(), padded))
+    with pytest.raises(VerificationError, match="fxexport manifest .*refused unread"):
+        litert.read_manifest(huge)
     lying = Manifest.from_dict(dict(manifest.to_dict(), outputs=[{"name": "evil", "shape": [1]}]))
     with pytest.raises(VerificationError, match=r"has outputs .*its manifest lists \['evil'\]"):
         litert.open(path, lying)
@@ -310,13 +315,20 @@ def test_unreadable_files_and_lying_manifests_are_one_line(tmp_path, two_head):
 # -- int8 --------------------------------------------------------------------------------------
 
 
-def test_int8_is_smaller_with_high_cosine_and_reproducible(tmp_path):
+@pytest.fixture(scope="module")
+def rgbd_wide(tmp_path_factory):
+    """A wider rgbd net (weights dominate the file), exported at batch 1, and 8 calibration inputs."""
     mod = _rgbd()
     extractor = create_feature_extractor(mod.build(width=64), RGBD_NODES)
-    src = tmp_path / "rgbd.tflite"
+    src = tmp_path_factory.mktemp("litert-int8") / "rgbd.tflite"
     manifest = litert.export(extractor, mod.example_inputs(), src)
     calib = [dict(zip(manifest.input_names, (t.numpy() for t in mod.example_inputs(seed=100 + i))))
              for i in range(8)]
+    return src, manifest, extractor, mod, calib
+
+
+def test_int8_is_smaller_with_high_cosine_and_reproducible(tmp_path, rgbd_wide):
+    src, manifest, extractor, mod, calib = rgbd_wide
     dst = tmp_path / "rgbd.int8.tflite"
     q = litert.quantize_int8(src, dst, calib, manifest)
     assert q.format == "litert-int8" and q.output_names == manifest.output_names
@@ -339,6 +351,28 @@ def test_int8_is_smaller_with_high_cosine_and_reproducible(tmp_path):
     again = tmp_path / "again.int8.tflite"
     litert.quantize_int8(src, again, calib, manifest)
     assert again.read_bytes() == dst.read_bytes()
+
+
+def test_full_integer_file_is_quantized_and_dequantized_by_the_session(tmp_path, rgbd_wide):
+    """A file whose inputs and outputs are int8 (ai-edge-quantizer's recipe alone): the session feeds and
+    returns float32 through each tensor's scale / zero point instead of casting floats to int8."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    src, manifest, extractor, mod, calib = rgbd_wide
+    with litert._converter_quiet():
+        qt = quantizer.Quantizer(bytearray(src.read_bytes()))
+        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        content = qt.quantize(qt.calibrate({"serving_default": calib}), enable_progress_report=False).quantized_model
+    path = tmp_path / "full_int8.tflite"
+    path.write_bytes(bytes(content))
+    assert {i["dtype"] for i in litert.describe(path).inputs + litert.describe(path).outputs} == {"int8"}
+    session = litert.open(path, manifest)
+    inputs = mod.example_inputs(seed=3)
+    got = session.run_named(list(inputs))
+    with torch.no_grad():
+        ref = extractor(*inputs)
+    for name in ref:
+        assert got[name].dtype == torch.float32 and _cosine(ref[name], got[name]) > 0.98, name
 
 
 def test_int8_calibration_is_checked_first(tmp_path, multitask):

@@ -68,11 +68,12 @@ from torch import nn
 
 from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
-from fxexport.errors import one_line as _first_line
-from fxexport.formats.common import Plan, check_extractor, make_manifest, plan, preserved_state, quiet
+from fxexport.errors import one_line
+from fxexport.formats.common import (Plan, check_extractor, decode_manifest, make_manifest, manifest_too_big,
+                                     parse_manifest, plan, preserved_state, quiet)
 from fxexport.flatten import FlatOutputs
 from fxexport.formats.base import ArtifactIO, Session
-from fxexport.manifest import MANIFEST_KEY, Manifest
+from fxexport.manifest import MANIFEST_KEY, MAX_MANIFEST_BYTES, Manifest
 
 __all__ = [
     "NAME", "INT8_FORMAT", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "SIGNATURE_KEY", "METADATA_NAME",
@@ -219,7 +220,7 @@ def _import_converter() -> Any:
         with _converter_quiet():
             import litert_torch
     except Exception as err:  # noqa: BLE001 - a missing or broken install
-        raise ExportError(f"litert-torch cannot be imported ({_first_line(err)}); {INSTALL_HINT}") from err
+        raise ExportError(f"litert-torch cannot be imported ({one_line(err)}); {INSTALL_HINT}") from err
     return litert_torch
 
 
@@ -291,7 +292,7 @@ def _convert(litert_torch: Any, module: nn.Module, p: Plan) -> bytes:
         hint = (f" with dynamic {', '.join(p.dynamic)}; export with fixed shapes (drop them from dynamic)"
                 if p.dynamic else "")
         raise ExportError(f"the LiteRT converter (litert-torch) cannot convert the extractor{hint}: "
-                          f"{_first_line(err)}") from err
+                          f"{one_line(err)}") from err
 
 
 def _check_signature(io: ArtifactIO, p: Plan) -> None:
@@ -397,7 +398,7 @@ def embed_manifest(content: bytes | bytearray | memoryview, manifest: Manifest) 
     try:
         builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
     except Exception as err:  # noqa: BLE001 - flatbuffers' BuilderSizeError and friends
-        raise ExportError(f"the LiteRT model cannot be written as one flatbuffer: {_first_line(err)}") from err
+        raise ExportError(f"the LiteRT model cannot be written as one flatbuffer: {one_line(err)}") from err
     return bytes(builder.Output())
 
 
@@ -423,7 +424,7 @@ def _mapped(path: str | os.PathLike) -> Iterator[Any]:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 yield data
     except OSError as err:
-        raise VerificationError(f"LiteRT model '{path}' cannot be read: {_first_line(err)}") from err
+        raise VerificationError(f"LiteRT model '{path}' cannot be read: {one_line(err)}") from err
 
 
 def _model_root(data: Any, where: str) -> Any:
@@ -436,33 +437,33 @@ def _model_root(data: Any, where: str) -> Any:
         model = schema.Model.GetRootAs(data, 0)
         model.Version()
     except Exception as err:  # noqa: BLE001 - malformed bytes fail in any type
-        raise VerificationError(f"LiteRT model '{where}' is malformed: {_first_line(err)}") from err
+        raise VerificationError(f"LiteRT model '{where}' is malformed: {one_line(err)}") from err
     return model
 
 
-def _buffer_bytes(data: Any, model: Any, index: int, where: str) -> bytes:
+def _buffer_bytes(data: Any, model: Any, index: int, where: str, limit: int | None = None) -> bytes:
+    """Buffer ``index``'s bytes (inline or after the flatbuffer); over ``limit`` bytes is refused unread."""
     if not 0 <= index < model.BuffersLength():
         raise VerificationError(f"LiteRT model '{where}' names buffer {index} of {model.BuffersLength()}")
     buf = model.Buffers(index)
-    if buf.Offset() > 1:  # stored after the flatbuffer (large models, ai-edge-quantizer)
-        start, size = int(buf.Offset()), int(buf.Size())
+    external = buf.Offset() > 1  # stored after the flatbuffer (large models, ai-edge-quantizer)
+    size = int(buf.Size()) if external else (0 if buf.DataIsNone() else int(buf.DataLength()))
+    if limit is not None and size > limit:
+        raise manifest_too_big(where, size, f"metadata entry '{METADATA_NAME}'")
+    if external:
+        start = int(buf.Offset())
         if start + size > len(data):
             raise VerificationError(f"LiteRT model '{where}' has buffer {index} past the end of the file")
         return bytes(data[start:start + size])
-    if buf.DataIsNone():
-        return b""
-    return buf.DataAsNumpy().tobytes()
+    return buf.DataAsNumpy().tobytes() if size else b""
 
 
 def _manifest_text(model: Any, data: Any, where: str) -> str | None:
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
         if _decode(entry.Name()) == METADATA_NAME:
-            raw = _buffer_bytes(data, model, int(entry.Buffer()), where)
-            try:
-                return raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise VerificationError(f"LiteRT model '{where}' has a manifest that is not UTF-8: {err}") from None
+            raw = _buffer_bytes(data, model, int(entry.Buffer()), where, limit=MAX_MANIFEST_BYTES)
+            return decode_manifest(raw, where)
     return None
 
 
@@ -498,14 +499,8 @@ def read_manifest_bytes(data: Any, where: str = "<bytes>") -> Manifest | None:
     except VerificationError:
         raise
     except Exception as err:  # noqa: BLE001 - a malformed table
-        raise VerificationError(f"LiteRT model '{where}' has malformed metadata: {_first_line(err)}") from err
-    if text is None:
-        return None
-    try:
-        return Manifest.from_json(text)
-    except Exception as err:  # noqa: BLE001 - untrusted JSON: any failure is "malformed"
-        raise VerificationError(
-            f"LiteRT model '{where}' has a malformed fxexport manifest: {_first_line(err)}") from err
+        raise VerificationError(f"LiteRT model '{where}' has malformed metadata: {one_line(err)}") from err
+    return None if text is None else parse_manifest(text, where)
 
 
 def _tensor_spec(subgraph: Any, index: int, name: str) -> dict[str, Any]:
@@ -598,11 +593,11 @@ def describe(path: str | os.PathLike) -> ArtifactIO:
         except VerificationError:
             raise
         except Exception as err:  # noqa: BLE001 - a malformed table fails in any type
-            raise VerificationError(f"LiteRT model '{where}' is malformed: {_first_line(err)}") from err
+            raise VerificationError(f"LiteRT model '{where}' is malformed: {one_line(err)}") from err
     inputs, outputs = io.inputs, io.outputs
     if text is not None:
         try:
-            manifest = Manifest.from_json(text)
+            manifest = parse_manifest(text, where)
             inputs = _in_order(inputs, manifest.input_names)
             outputs = _in_order(outputs, manifest.output_names)
         except Exception:  # noqa: BLE001 - describe still answers for a file with a broken manifest
@@ -663,7 +658,7 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
             interpreter = Interpreter(model_path=where, num_threads=int(threads or max(1, torch.get_num_threads())))
             runner = interpreter.get_signature_runner(str(io.facts["signature"]))
     except Exception as err:  # noqa: BLE001
-        raise VerificationError(f"the LiteRT interpreter cannot load '{where}': {_first_line(err)}") from err
+        raise VerificationError(f"the LiteRT interpreter cannot load '{where}': {one_line(err)}") from err
     details = runner.get_input_details()
     accepts = {n: [int(d) for d in details[n]["shape_signature"]] for n in in_names}
     dtypes = {n: np.dtype(details[n]["dtype"]) for n in in_names}
@@ -751,7 +746,7 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
     try:
         from ai_edge_quantizer import quantizer
     except Exception as err:  # noqa: BLE001
-        raise ExportError(f"ai-edge-quantizer cannot be imported ({_first_line(err)}); {INSTALL_HINT}") from err
+        raise ExportError(f"ai-edge-quantizer cannot be imported ({one_line(err)}); {INSTALL_HINT}") from err
     try:
         with _converter_quiet():
             qt = quantizer.Quantizer(bytearray(content))
@@ -759,7 +754,7 @@ def quantize_int8(src_tflite: str | os.PathLike, dst_tflite: str | os.PathLike,
             calibrated = qt.calibrate({str(io.facts["signature"]): sets}, num_threads=max(1, torch.get_num_threads()))
             result = qt.quantize(calibrated, enable_progress_report=False)
     except Exception as err:  # noqa: BLE001 - the quantizer fails in any type
-        raise ExportError(f"ai-edge-quantizer int8 quantization of '{src}' failed: {_first_line(err)}") from err
+        raise ExportError(f"ai-edge-quantizer int8 quantization of '{src}' failed: {one_line(err)}") from err
     versions = dict(manifest.versions)
     versions.update(_versions())
     versions["ai-edge-quantizer"] = _dist_version("ai-edge-quantizer")
