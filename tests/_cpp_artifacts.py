@@ -75,7 +75,7 @@ def aoti_package(which: str, root: Path):
             if which == "resnet18":
                 # Through the command line (same seeded weights as resnet18_extractor()), verified there too.
                 from fxexport.cli import main
-                from fxexport.manifest import read_manifest
+                from fxexport.formats import read_manifest
 
                 code = main(["export", "torchvision:resnet18", "--node", "layer2", "--node", "layer4",
                              "--input-shape", "2,3,64,64", "--dynamic", "batch", "--aoti", str(path),
@@ -91,7 +91,7 @@ def aoti_package(which: str, root: Path):
 
 def export_multitask_aoti(path: Path):
     """export_aoti of the multi-task extractor (dynamic batch, height and width) to ``path``."""
-    from fxexport.export.aoti import export_aoti
+    from fxexport.formats.aoti import export_aoti
 
     with inductor_cache():
         return export_aoti(multitask_extractor(), example(), path, dynamic=["batch", "height", "width"],
@@ -102,7 +102,7 @@ def torchscript_module(which: str, root: Path):
     """(path, manifest) of a TorchScript export of "resnet18" or "multitask"."""
     key = f"ts-{which}"
     if key not in _memo:
-        from fxexport.export.torchscript import export_torchscript
+        from fxexport.formats.torchscript import export_torchscript
 
         extractor = resnet18_extractor() if which == "resnet18" else multitask_extractor()
         path = root / f"{which}.pt"
