@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from fxexport.verify import VerifyReport, verify
+from fxexport.verification import VerifyReport, verify
 
 __all__ = ["assert_export_matches"]
 
@@ -30,9 +30,25 @@ def assert_export_matches(
 ) -> VerifyReport:
     """Assert that exported artifacts match the eager extractor; return the report.
 
-    ``options`` are :func:`fxexport.verify.verify`'s keyword arguments: ``rtol``,
+    ``options`` are :func:`fxexport.verify`'s keyword arguments: ``rtol``,
     ``atol``, ``tolerances`` (per output), ``inputs``, ``n_inputs``, ``sizes``,
-    ``runtimes``, ``seed``, ``weights``.
+    ``runtimes``, ``seed``, ``weights``, ``trust_model_spec``.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> from fxexport import create_feature_extractor, export_onnx
+        >>> _ = torch.manual_seed(0)
+        >>> ext = create_feature_extractor(torch.nn.Sequential(torch.nn.Linear(4, 2)).eval(), {"0": "out"})
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = pathlib.Path(tmp) / "m.onnx"
+        ...     _ = export_onnx(ext, (torch.randn(2, 4),), path, dynamic=("batch",))
+        ...     report = assert_export_matches(path, ext, n_inputs=2)
+        ...     wrong = create_feature_extractor(torch.nn.Sequential(torch.nn.Linear(4, 2)).eval(), {"0": "out"})
+        ...     assert_export_matches(path, wrong, n_inputs=1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        AssertionError: verify FAIL: 1 of 1 output(s) failed; ...
+        >>> report.summary()  # doctest: +ELLIPSIS
+        'verify PASS: 1 artifact(s) [onnxruntime] x 2 input(s) x 1 output(s); worst max abs error ...'
 
     Raises:
         AssertionError: some output differs; the message is ``report.render()``.
