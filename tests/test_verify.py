@@ -1,4 +1,4 @@
-"""fxexport.verify: each failure mode is a real broken artifact run in its runtime, not a mock."""
+"""fxexport.verification: each failure mode is a real broken artifact run in its runtime, not a mock."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from torch import nn
 import fxexport
 from fxexport import create_feature_extractor, export_onnx, export_torchscript
 from fxexport.errors import InvalidInputError, VerificationError
-from fxexport.manifest import MANIFEST_KEY, TORCHSCRIPT_EXTRA_FILE, Manifest, TensorSpec, read_manifest
-from fxexport.verify import (
-    RUNNERS,
+from fxexport.formats import read_manifest
+from fxexport.formats.torchscript import TORCHSCRIPT_EXTRA_FILE
+from fxexport.manifest import MANIFEST_KEY, Manifest, TensorSpec
+from fxexport.compare import Problem, ProblemKind
+from fxexport.verification import (
     OutputCheck,
-    Runner,
     Tolerance,
     VerifyReport,
     compare_tensors,
     make_inputs,
-    register_runner,
     verify,
 )
 
@@ -166,6 +166,12 @@ def _failed(report: VerifyReport) -> dict[str, list[str]]:
     return out
 
 
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of each body row of a rendered report table (rows that wrap continue without a runtime)."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines()
+            if line.startswith("│ ") and line.split("│")[1].strip()]
+
+
 # --------------------------------------------------------------------------- passing
 
 
@@ -173,7 +179,7 @@ def test_good_artifacts_pass_in_both_runtimes(good, tmp_path):
     ext, onnx_path, ts_path, _ = good
     report = verify([onnx_path, ts_path], ext)
     assert report.ok, report.render()
-    assert isinstance(report, fxexport.VerifyReport) and fxexport.OutputCheck is OutputCheck
+    assert fxexport.VerifyReport is VerifyReport and fxexport.OutputCheck is OutputCheck and fxexport.verify is verify
     assert [a["runtime"] for a in report.artifacts] == ["onnxruntime", "torchscript"]
     # batch is dynamic: sizes 1 and 3 (not the export's 2), cycled over 3 input sets
     assert report.inputs == [[[1, 3, 16, 16]], [[3, 3, 16, 16]], [[1, 3, 16, 16]]]
@@ -186,6 +192,7 @@ def test_good_artifacts_pass_in_both_runtimes(good, tmp_path):
         assert report.timings[key] >= 0.0
     data = json.loads(report.to_json(tmp_path / "r.json"))
     assert data["ok"] is True and len(data["checks"]) == 18
+    assert all(c["problems"] == [] and c["kinds"] == [] for c in data["checks"])
     assert json.loads((tmp_path / "r.json").read_text()) == data
     text = report.render()
     assert text.startswith("verify PASS") and "f1" in text and "logits" in text
@@ -286,6 +293,7 @@ def test_outputs_swapped_in_order(good):
     failed = _failed(report)
     assert set(failed) == {"f1", "f2"}
     assert any("at position 1, expected 0" in p for p in failed["f1"])
+    assert all(c.kinds[0] is ProblemKind.POSITION for c in report.failures)
 
 
 def test_outputs_mislabeled(good):
@@ -311,6 +319,9 @@ def test_missing_output(good):
     assert not report.ok
     worst = report.failures[0]
     assert worst.name == "f2" and worst.problems[0].startswith("missing")
+    kinds = {(c.name, k) for c in report.failures for k in c.kinds}
+    assert kinds == {("f2", ProblemKind.MISSING), ("logits", ProblemKind.POSITION)}  # logits moved up one
+    assert json.loads(report.to_json())["checks"][1]["kinds"] == ["missing"]
     assert "f2" in report.render().split("\n")[0]
 
 
@@ -458,8 +469,11 @@ def test_per_output_thresholds(good):
         verify(path, ext, tolerances={"logits": {"rtoll": 1}})
 
 
-def test_register_runner_with_looser_default(good):
-    """A variant format reuses a loader with looser default thresholds (fp16/int8 variants do this)."""
+def test_variant_format_gets_its_formats_default_tolerance(good, monkeypatch):
+    """A variant format (fp16/int8 files) gets its format module's looser default_tolerance(manifest);
+    a per-output threshold given to verify wins over it."""
+    from fxexport.formats import for_path
+
     ext, onnx_path, _, folder = good
 
     def bump(model):
@@ -477,14 +491,62 @@ def test_register_runner_with_looser_default(good):
     plain = edit_onnx(onnx_path, folder / "plain.onnx", bump)
     tagged = edit_onnx(onnx_path, folder / "loose.onnx", retag)
     assert not verify(plain, ext).ok
-    register_runner("onnx-test-loose", Runner("onnxruntime", RUNNERS[".onnx"].load,
-                                              tolerance=Tolerance(rtol=5e-2, atol=5e-2, min_cosine=0.999)))
-    try:
-        report = verify(tagged, ext)
-        assert report.ok, report.render()
-        assert {c.min_cosine for c in report.checks} == {0.999}
-    finally:
-        RUNNERS.pop("onnx-test-loose")
+    fmt = for_path(tagged)
+    own = getattr(fmt, "default_tolerance", None)
+    seen = []
+
+    def default_tolerance(manifest):
+        seen.append(manifest.format)
+        if manifest.format == "onnx-test-loose":
+            return {"rtol": 5e-2, "atol": 5e-2, "min_cosine": 0.999}
+        return own(manifest) if own is not None else None
+
+    monkeypatch.setattr(fmt, "default_tolerance", default_tolerance, raising=False)
+    report = verify(tagged, ext)
+    assert report.ok, report.render()
+    assert seen == ["onnx-test-loose"] and {c.min_cosine for c in report.checks} == {0.999}
+    assert not verify(plain, ext).ok  # the plain format keeps verify's thresholds
+    # a per-output threshold wins over the format's default: logits alone is held to a tight one
+    strict = verify(tagged, ext, tolerances={"logits": Tolerance(rtol=0.0, atol=1e-9, dtype_floor=False)})
+    assert set(_failed(strict)) == {"logits"}
+    assert {c.min_cosine for c in strict.checks if c.name != "logits"} == {0.999}
+    assert {c.min_cosine for c in strict.checks if c.name == "logits"} == {None}
+
+
+def test_runtime_choice_per_artifact(good):
+    """runtimes= picks, per artifact, the requested runtimes its format supports: an .onnx runs in OpenVINO."""
+    ext, onnx_path, ts_path, _ = good
+    report = verify(onnx_path, ext, runtimes=["openvino"], n_inputs=2)
+    assert report.ok, report.render()
+    assert [a["runtime"] for a in report.artifacts] == ["openvino"]
+    assert {c.runtime for c in report.checks} == {"openvino"} and "openvino.run" in report.timings
+    both = verify([onnx_path, ts_path], ext, runtimes=["ort", "openvino", "jit"], n_inputs=2)
+    assert both.ok, both.render()
+    assert [(Path(a["path"]).name, a["runtime"]) for a in both.artifacts] == [
+        ("tiny.onnx", "onnxruntime"), ("tiny.onnx", "openvino"), ("tiny.pt", "torchscript")]
+    assert len(both.rows()) == 3 * 3  # one row per artifact, runtime and output
+    shown = [(row[0], row[1]) for row in _table_rows(both.render())]
+    assert shown == [(rt, name) for rt in ("onnxruntime", "openvino", "torchscript") for name in ("f1", "f2", "logits")]
+
+
+def test_failures_are_ranked_by_kind_not_by_text():
+    """Structural problems sort first whatever their message says; value problems by how far outside."""
+    def check(name, kind, text, ratio):
+        return OutputCheck(name, "onnxruntime", "m.onnx", 0, max_abs=1.0, worst_ratio=ratio,
+                           problems=[Problem(kind, text)])
+
+    # messages that text matching would have read the wrong way round
+    shape = check("s", ProblemKind.SHAPE, "3 dims where 4 are expected", 2.0)
+    values = check("v", ProblemKind.VALUES, "values: 10 of 10 elements outside", 50.0)
+    mild = check("m", ProblemKind.VALUES, "1 of 10 elements outside", 1.5)
+    fine = OutputCheck("ok", "onnxruntime", "m.onnx", 0, max_abs=0.0, worst_ratio=0.2)
+    report = VerifyReport([fine, mild, values, shape], [{"path": "m.onnx", "format": "onnx", "runtime": "onnxruntime"}],
+                          [[[1, 3]]], 1e-3, 1e-4)
+    assert [c.name for c in report.failures] == ["s", "v", "m"]
+    assert shape.severity == float("inf") and values.severity == 50.0
+    assert report.summary().endswith("worst: 's' in onnxruntime: 3 dims where 4 are expected")
+    assert [row[1] for row in _table_rows(report.render())] == ["s", "v", "m", "ok"]
+    assert [c["kinds"] for c in report.to_dict()["checks"]] == [[], ["values"], ["values"], ["shape"]]
 
 
 def test_runtime_cannot_load_is_a_failure(good):
@@ -495,6 +557,7 @@ def test_runtime_cannot_load_is_a_failure(good):
 
     report = verify(edit_onnx(onnx_path, folder / "corrupt.onnx", corrupt), ext)
     assert not report.ok and "cannot load" in report.failures[0].problems[0]
+    assert report.failures[0].kinds == [ProblemKind.LOAD] and report.failures[0].runtime == "onnxruntime"
 
 
 # --------------------------------------------------------------------------- bad input (CLI exit 2)
@@ -510,7 +573,8 @@ def test_bad_input_raises(good, tmp_path):
         verify(plain, ext)
     with pytest.raises(InvalidInputError, match="unknown runtime"):
         verify(onnx_path, ext, runtimes=["tensorrt"])
-    with pytest.raises(InvalidInputError, match="none of the artifacts"):
+    runs_in = r"none of the artifacts runs in \['torchscript'\] \(they run in \['onnxruntime', 'openvino'\]\)"
+    with pytest.raises(InvalidInputError, match=runs_in):
         verify(onnx_path, ext, runtimes=["torchscript"])
     with pytest.raises(InvalidInputError, match="not dynamic dims"):
         verify(onnx_path, ext, sizes={"height": [8]})
@@ -575,7 +639,8 @@ def test_train_mode_export_leaves_the_extractor_as_it_was(tmp_path):
     torch.manual_seed(0)
     ext = create_feature_extractor(BNNet(), {"bn": "feat", "fc": "logits"}).train()
     path = tmp_path / "train.onnx"
-    assert export_onnx(ext, (torch.randn(2, 3, 8, 8),), path, dynamic=("batch",), exporter="torchscript").mode == "train"
+    manifest = export_onnx(ext, (torch.randn(2, 3, 8, 8),), path, dynamic=("batch",), exporter="torchscript")
+    assert manifest.mode == "train"
     ext.eval()
     before = {k: v.clone() for k, v in ext.state_dict().items()}
     report = verify(path, ext, sizes={"batch": [2, 4]})  # batch statistics need batch > 1
