@@ -1,4 +1,4 @@
-"""Property tests: any subset of tensor-valued nodes exports and verifies.
+"""Property tests: any subset of tensor-valued nodes exports and verifies; the metric paths agree.
 
 For a handful of small models (the ``models/`` nets, a torchvision and a timm one),
 hypothesis draws a random subset of the nodes whose value is a tensor (present in both
@@ -6,23 +6,32 @@ the train and the eval graph), builds the extractor, exports it to ONNX and Torc
 with a dynamic batch, and verifies both at batch 1 and 3. A node whose value is not a
 tensor (a size, an int) must get the flatten layer's clear error naming the node instead.
 
-Fast tier: a few examples per property (``max_examples`` below); the slow tier runs more.
+The comparison engine (:mod:`fxexport.compare`) has two metric paths: the fast one
+(float32 passes, for finite tensors) and the careful one (float64, inf/nan aware).
+Hypothesis cross-checks them on random finite tensors, and checks that the careful
+path treats inf/nan the same wherever they sit.
+
+Fast tier: a few examples per model property (``max_examples`` below); the slow tier runs more.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch import nn
 
 import fxexport
 from fxexport import OutputSpecError, create_feature_extractor, get_graph_node_names
+from fxexport.compare import Tolerance, careful_metrics, compare_tensors, fast_metrics
 from fxexport.describe import describe_nodes
 from fxexport.models import default_input_shape, load_model, resolve_leaf_modules
 
@@ -160,3 +169,134 @@ def test_non_tensor_node_gets_the_flatten_error(data, tmp_path_factory):
         message = str(info.value)
         assert f"node '{bad}'" in message and "not a tensor" in message, message
         assert not path.exists(), "a failed export must leave no file"
+
+
+# --------------------------------------------------------------------------- the two metric paths agree
+
+#: Magnitudes of real outputs: 0, or 1e-6 (2**-20) .. 1e4 either sign (below that, float32 products go subnormal and the
+#: fast path's float32 bound loses digits the float64 one keeps: that is float32, not a disagreement of the paths).
+_MAGNITUDE = st.one_of(st.just(0.0), st.floats(2.0**-20, 1e4, width=32))
+_ELEMENT = st.tuples(_MAGNITUDE, st.booleans()).map(lambda m: -m[0] if m[1] else m[0])
+_TOLERANCES = st.tuples(st.sampled_from([0.0, 1e-5, 1e-3, 0.1]),      # rtol
+                        st.sampled_from([0.0, 1e-6, 1e-4, 1e-2]),     # atol
+                        st.sampled_from([0.0, 1e-5, 0.25]))           # range_atol
+
+
+@st.composite
+def finite_pairs(draw):
+    """(ref, out): a random finite tensor and an output near it (or equal, or unrelated)."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    n = draw(st.integers(1, 200))
+    ref = draw(hnp.arrays(dtype, n, elements=_ELEMENT))
+    how = draw(st.sampled_from(["noise", "noise", "equal", "unrelated", "scaled"]))
+    if how == "equal":
+        out = ref.copy()
+    elif how == "unrelated":
+        out = draw(hnp.arrays(dtype, n, elements=_ELEMENT))
+    elif how == "scaled":
+        out = (ref * draw(st.sampled_from([1.0001, 0.999, 1.01, -1.0]))).astype(dtype)
+    else:
+        scale = draw(st.sampled_from([1e-7, 1e-5, 1e-3, 1e-1]))
+        noise = draw(hnp.arrays(dtype, n, elements=st.floats(-1.0, 1.0, width=32)))
+        out = (ref + noise * scale * (np.abs(ref) + 1.0)).astype(dtype)
+    return torch.from_numpy(ref), torch.from_numpy(out)
+
+
+def _close(a: float, b: float, rel: float, abs_: float = 0.0) -> bool:
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(pair=finite_pairs(), tols=_TOLERANCES)
+def test_fast_and_careful_metric_paths_agree_on_finite_tensors(pair, tols):
+    ref, out = pair
+    rtol, atol, range_atol = tols
+    fast = fast_metrics(ref, out, rtol, atol, range_atol)
+    careful = careful_metrics(ref, out, rtol, atol, range_atol)
+    assert fast is not None, "the fast path gave up on finite tensors"
+    eps = 1e-5 if ref.dtype == torch.float32 else 1e-12  # float32 rounding of the difference and the bound
+    assert _close(fast.atol, careful.atol, eps)
+    assert _close(fast.max_abs, careful.max_abs, eps)
+    assert _close(fast.worst_ratio, careful.worst_ratio, eps), (fast, careful)
+    assert _close(fast.max_rel, careful.max_rel, eps), (fast, careful)
+    assert abs(fast.cosine - careful.cosine) <= 1e-5, (fast, careful)
+    # elements outside: the same, but for elements that sit on the bound within rounding
+    r, a = ref.double(), out.double()
+    diff, bound = (a - r).abs(), r.abs() * rtol + careful.atol
+    ratio = torch.where(diff == 0, torch.zeros(()), diff / bound)
+    on_edge = int(torch.count_nonzero((ratio > 1 - 10 * eps) & (ratio < 1 + 10 * eps)))
+    assert abs(fast.n_outside - careful.n_outside) <= on_edge, (fast, careful)
+    # compare_tensors takes the fast path here and agrees with both
+    check = compare_tensors("x", ref, out, Tolerance(rtol=rtol, atol=atol, range_atol=range_atol, dtype_floor=False))
+    assert check.max_abs == fast.max_abs and check.mismatch == fast.n_outside / ref.numel()
+    assert check.ok == (fast.n_outside == 0)
+
+
+_SPECIALS = st.sampled_from([math.inf, -math.inf, math.nan])
+
+
+@st.composite
+def pairs_with_specials(draw):
+    """(ref, out, positions): finite tensors with inf/nan written at the same places in both."""
+    ref, out = draw(finite_pairs())
+    n = ref.numel()
+    positions = draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True))
+    values = [draw(_SPECIALS) for _ in positions]
+    ref, out = ref.clone(), out.clone()
+    for pos, v in zip(positions, values):
+        ref[pos] = out[pos] = v
+    return ref, out, positions
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(case=pairs_with_specials(), tols=_TOLERANCES)
+def test_careful_path_treats_matching_inf_and_nan_as_equal(case, tols):
+    """Matching inf/nan change nothing: the metrics are those of the finite elements alone."""
+    ref, out, positions = case
+    rtol, atol, range_atol = tols
+    assert fast_metrics(ref, out, rtol, atol, range_atol) is None  # the fast path hands them over
+    keep = torch.ones(ref.numel(), dtype=torch.bool)
+    keep[positions] = False
+    with_specials = careful_metrics(ref, out, rtol, atol, range_atol)
+    if not keep.any():  # nothing finite: everything matched
+        assert with_specials.n_outside == 0 and with_specials.max_abs == 0.0 and with_specials.cosine == 1.0
+        return
+    finite_only = careful_metrics(ref[keep], out[keep], rtol, atol, range_atol)
+    assert with_specials.n_outside == finite_only.n_outside
+    assert with_specials.max_abs == finite_only.max_abs
+    assert _close(with_specials.worst_ratio, finite_only.worst_ratio, 1e-12)
+    assert _close(with_specials.max_rel, finite_only.max_rel, 1e-12)
+    assert abs(with_specials.cosine - finite_only.cosine) <= 1e-9
+    tol = Tolerance(rtol=rtol, atol=atol, range_atol=range_atol, dtype_floor=False)
+    assert compare_tensors("x", ref, out, tol).ok == compare_tensors("x", ref[keep], out[keep], tol).ok
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(case=pairs_with_specials(), tols=_TOLERANCES, data=st.data())
+def test_careful_path_counts_every_mismatched_inf_or_nan(case, tols, data):
+    """An inf/nan against anything else (a number, the other infinity, nan vs inf) is one element outside,
+    wherever it sits, and makes the check fail with an infinite max error."""
+    ref, out, positions = case
+    rtol, atol, range_atol = tols
+    broken = data.draw(st.lists(st.sampled_from(positions), min_size=1, unique=True), label="broken")
+    out = out.clone()
+    for pos in broken:
+        v = float(ref[pos])
+        others = [x for x in (0.0, 1.0, math.inf, -math.inf, math.nan)
+                  if not (x == v or (math.isnan(x) and math.isnan(v)))]
+        replacement = data.draw(st.sampled_from(others))
+        out[pos] = replacement
+    keep = torch.ones(ref.numel(), dtype=torch.bool)
+    keep[positions] = False
+    metrics = careful_metrics(ref, out, rtol, atol, range_atol)
+    finite_outside = careful_metrics(ref[keep], out[keep], rtol, atol, range_atol).n_outside if keep.any() else 0
+    assert metrics.n_outside == finite_outside + len(broken)
+    assert metrics.max_abs == math.inf and metrics.worst_ratio == math.inf
+    assume(ref.numel() > 0)
+    check = compare_tensors("x", ref, out, Tolerance(rtol=rtol, atol=atol, range_atol=range_atol,
+                                                     max_mismatch=0.0, dtype_floor=False))
+    assert not check.ok and check.max_abs == math.inf
+    # the same inputs the other way round: the same count
+    assert careful_metrics(out, ref, rtol, atol, range_atol).n_outside == metrics.n_outside
