@@ -29,55 +29,22 @@ from bench_common import cpu_count, interleaved, peak_rss_mb
 
 
 def _export(extractor, example, folder: Path, nodes):
-    """ONNX + TorchScript artifacts via the export layer (plain torch exporters if it is absent)."""
+    """ONNX + TorchScript artifacts written by fxexport's format modules."""
+    from fxexport.formats.onnx import export_onnx
+    from fxexport.formats.torchscript import export_torchscript
+
     onnx_path, ts_path = folder / "bench.onnx", folder / "bench.pt"
-    try:
-        from fxexport.export.onnx import export_onnx
-        from fxexport.export.torchscript import export_torchscript
-    except ImportError:
-        export_onnx = export_torchscript = None
-    if export_onnx is not None:
-        export_onnx(extractor, (example,), onnx_path, dynamic=("batch",))
-        export_torchscript(extractor, (example,), ts_path)
-        return onnx_path, ts_path, "fxexport"
-    import onnx
-
-    from fxexport.manifest import MANIFEST_KEY, TORCHSCRIPT_EXTRA_FILE, Manifest, TensorSpec
-
-    with torch.no_grad():
-        outs = extractor(example)
-    names = list(outs)
-
-    class Flat(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.e = extractor
-
-        def forward(self, x):
-            o = self.e(x)
-            return tuple(o[n] for n in names)
-
-    manifest = Manifest("onnx", [TensorSpec("x", ["batch", *example.shape[1:]])],
-                        [TensorSpec(n, ["batch", *t.shape[1:]]) for n, t in outs.items()],
-                        nodes=dict(nodes), dynamic=["batch"])
-    torch.onnx.export(Flat().eval(), (example,), str(onnx_path), dynamo=False, input_names=["x"], output_names=names,
-                      dynamic_axes={n: {0: "batch"} for n in ["x", *names]})
-    model = onnx.load(str(onnx_path))
-    prop = model.metadata_props.add()
-    prop.key, prop.value = MANIFEST_KEY, manifest.to_json()
-    onnx.save(model, str(onnx_path))
-    manifest.format = "torchscript"
-    torch.jit.save(torch.jit.trace(Flat().eval(), (example,)), str(ts_path),
-                   _extra_files={TORCHSCRIPT_EXTRA_FILE: manifest.to_json()})
-    return onnx_path, ts_path, "plain torch exporters"
+    export_onnx(extractor, (example,), onnx_path, dynamic=("batch",))
+    export_torchscript(extractor, (example,), ts_path)
+    return onnx_path, ts_path, "fxexport"
 
 
 def run(args) -> list[dict]:
     import torchvision
 
     from fxexport import create_feature_extractor
-    from fxexport.verify import RUNNERS, make_inputs, verify
-    from fxexport.manifest import read_manifest
+    from fxexport.formats import open_session, read_manifest
+    from fxexport.verification import make_inputs, verify
 
     quick = getattr(args, "quick", False)
     name, size = ("resnet18", 64) if quick else ("resnet50", 224)
@@ -95,8 +62,8 @@ def run(args) -> list[dict]:
 
         manifest = read_manifest(str(onnx_path))
         inputs = make_inputs(manifest, n_inputs=3)
-        ort_session = RUNNERS[".onnx"].load(onnx_path, manifest)
-        ts_session = RUNNERS[".pt"].load(ts_path, read_manifest(str(ts_path)))
+        ort_session = open_session(onnx_path, manifest)
+        ts_session = open_session(ts_path, read_manifest(str(ts_path)))
         reports: list[dict] = []
 
         def run_verify():

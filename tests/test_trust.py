@@ -142,7 +142,7 @@ def test_optimize_never_imports_a_manifest_spec(evil, art, tmp_path, capsys):
 
 def test_library_verify_and_optimize_refuse(evil, art, tmp_path):
     from fxexport.edge import optimize
-    from fxexport.verify import verify
+    from fxexport.verification import verify
 
     path, spec = evil
     with pytest.raises(InvalidInputError, match="trust_model_spec=True"):
@@ -183,7 +183,7 @@ def test_trust_model_spec_imports_the_recorded_file(art, tmp_path, capsys):
     assert main(["optimize", str(art["onnx"]), "-o", str(tmp_path), "--no-timing", "--quiet",
                  "--trust-model-spec"]) == 0
 
-    from fxexport.verify import verify
+    from fxexport.verification import verify
 
     assert verify(art["onnx"], trust_model_spec=True, n_inputs=1).ok
     # the flag does what its help says: it imports and runs the code the manifest names
@@ -211,12 +211,12 @@ def test_leaf_modules_are_never_imported(art, tmp_path, capsys):
 
 def test_manifest_format_cannot_pick_another_runtime(art, tmp_path):
     """The manifest's format never makes an .onnx file load as TorchScript or an AOTInductor library."""
-    from fxexport.verify import runner_for
+    from fxexport.verification.core import plan_targets
 
     for fmt in (".pt2", ".pt", ".pte", "aoti"):
         path = _write_manifest_model(art["onnx"], tmp_path / "fmt.onnx", read_manifest(str(art["onnx"])).model,
                                      format=fmt)
-        assert runner_for(path, read_manifest(str(path))).runtime == "onnxruntime", fmt
+        assert [t.runtime for t in plan_targets([path], [read_manifest(str(path))])] == ["onnxruntime"], fmt
 
 
 # ----------------------------------------------------------------------------- the registry allowlist
