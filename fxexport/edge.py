@@ -849,9 +849,9 @@ def _onnxruntime_variants(job: _Job, *, fp16: bool, ort_format: bool, per_channe
 
 def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
     """The float32 file of ``backend`` (the source, or converted from the eager extractor) and its int8."""
-    import importlib
+    from fxexport.formats import litert, openvino
 
-    module = importlib.import_module(f"fxexport.formats.{'openvino' if backend == 'openvino' else 'litert'}")
+    module = openvino if backend == "openvino" else litert
     suffix = _BACKEND_SUFFIX[backend]
     stem, prefix = job.src.stem, "" if backend == own else f"{backend}:"
     made: list[_Made] = []
