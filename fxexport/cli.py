@@ -101,11 +101,8 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    if not text:
-        return type(err).__name__
-    return text
+#: the longest error line the CLI prints (the library's messages are one line; this only stops a runaway one)
+ERROR_LIMIT = 1000
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -268,15 +265,34 @@ fxexport nodes models/needs_leaf.py:build --leaf-module Gate --json""",
     _input_shape_option(p)
     p.add_argument("--filter", metavar="REGEX", type=_regex, default=None, help="only nodes whose name matches REGEX")
     p.add_argument("--tree", action="store_true", help="group nodes by module path")
+    p.add_argument("--html", metavar="FILE.html", default=None,
+                   help="write the node explorer page instead (one self-contained file: module tree, shapes, "
+                        "stages, search, click to build --node flags / return_nodes)")
     _common(p, json_help='print {"train": [...], "eval": [...]} (with shapes when asked)')
 
 
 def cmd_nodes(args) -> int:
     from fxexport.describe import describe_nodes
     from fxexport.display import NodeListing
-    from fxexport.errors import InvalidInputError
+    from fxexport.errors import InvalidInputError, one_line
 
+    if args.html and (args.filter or args.tree or args.mode != "both"):
+        raise CliError("--html writes every node of both modes (the page filters and groups them): "
+                       "drop --filter, --tree and --mode")
     model, leaves, _ = _load(args)
+    if args.html:
+        from fxexport.explorer import write_node_explorer
+
+        with _step(args, f"Tracing, running once and writing {args.html}..."):
+            page = write_node_explorer(model, args.html, _example_input(args, model), title=args.model,
+                                       spec=args.model, leaf_modules=leaves or None)
+        if args.json:
+            _print_json({"html": str(page.path), "nodes": page.n_nodes, "stages": page.stages, "bytes": page.bytes})
+        else:
+            sys.stdout.write(f"{page.path}\n" if args.quiet else
+                             f"wrote {page.path}: {page.n_nodes} nodes, {len(page.stages)} stages, "
+                             f"{page.bytes / 1024:.0f} KB\n")
+        return 0
     example = _example_input(args, model) if args.shapes else None
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     per_mode = {}
@@ -288,7 +304,7 @@ def cmd_nodes(args) -> int:
                 if args.mode != "both" or mode != "train" or example is None:
                     raise
                 # e.g. batch norm in train mode on a batch of 1: the eval shapes are still worth showing
-                sys.stderr.write(f"{PROG}: warning: no train-mode shapes: {_one_line(err)}\n")
+                sys.stderr.write(f"{PROG}: warning: no train-mode shapes: {one_line(err, typed=False)}\n")
                 per_mode[mode] = describe_nodes(model, None, mode=mode, leaf_modules=leaves or None)
     keep = (lambda n: bool(args.filter.search(n))) if args.filter else (lambda n: True)
 
@@ -345,6 +361,26 @@ fxexport export torchvision:resnet18 --node layer2 --node layer4 --openvino out/
     v.add_argument("--verify", action="store_true", help="verify the artifacts against the eager extractor afterwards")
     _tolerance_options(v)
     _common(p, json_help="print the manifests (and verification report) as JSON")
+
+
+def _known_suffixes() -> str:
+    """The suffixes the format registry reads, for help texts."""
+    from fxexport.formats import suffixes
+
+    return ", ".join(suffixes())
+
+
+def _known_runtimes() -> str:
+    from fxexport.formats import runtimes
+
+    return ", ".join(runtimes())
+
+
+def _runtimes_by_suffix() -> str:
+    """``.onnx: onnxruntime, openvino; .pt/.ts: torchscript; ...`` from the format registry."""
+    from fxexport.formats import formats
+
+    return "; ".join(f"{'/'.join(f.SUFFIXES)}: {', '.join(f.RUNTIMES)}" for f in formats())
 
 
 def _tolerance_options(g) -> None:
@@ -449,14 +485,22 @@ def add_verify_parser(sub) -> None:
         sub, "verify", cmd_verify, "check exported artifacts against the eager extractor, output by output",
         """fxexport verify out/resnet18.onnx out/resnet18.pt
 fxexport verify out/model.onnx --weights model.safetensors --atol 1e-5 --report report.json
-fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --node layer4=feat4""",
-        "Run each artifact in its runtime (onnxruntime for .onnx, torch.jit for TorchScript) and the "
-        "eager extractor on the same inputs; compare every output. Exit 0 when all pass, 1 on a mismatch. "
+fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --node layer4=feat4
+fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime onnxruntime --runtime openvino \\
+    --runtime litert""",
+        "Run each artifact in its runtime (per suffix, the first is the default: "
+        f"{_runtimes_by_suffix()}) and the eager extractor on the same inputs; compare every output. "
+        "With --runtime, each artifact runs in every requested runtime its format supports (an .onnx in "
+        "onnxruntime and OpenVINO with --runtime onnxruntime --runtime openvino). "
+        "Exit 0 when all pass, 1 on a mismatch. "
         "The model and nodes are read from the artifact's manifest unless --model/--node are given; a manifest "
         "is untrusted, so only its torchvision:/timm: specs with plain kwargs are rebuilt (a file or module spec "
         "needs --model or --trust-model-spec).",
     )
-    p.add_argument("artifacts", metavar="ARTIFACT", nargs="+", help=".onnx or TorchScript file written by fxexport")
+    p.add_argument("artifacts", metavar="ARTIFACT", nargs="+",
+                   help=f"an artifact written by fxexport ({_known_suffixes()})")
+    p.add_argument("--runtime", metavar="RUNTIME", action="append", default=None,
+                   help=f"run in this runtime ({_known_runtimes()}); repeatable (default: each format's first)")
     _model_options(p, positional=False)
     p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", default=None,
                    help="with --model: the nodes the artifact returns; repeatable")
@@ -504,9 +548,9 @@ def cmd_verify(args) -> int:
     extractor = _explicit_extractor(args)
     with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
         report = verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
-                                 n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
-                                 weights=args.weights if extractor is None else None,
-                                 trust_model_spec=args.trust_model_spec)
+                        n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
+                        weights=args.weights if extractor is None else None, runtimes=args.runtime,
+                        trust_model_spec=args.trust_model_spec)
     if args.report:
         with atomic_path(args.report) as tmp:
             tmp.write_text(report.to_json())
@@ -521,14 +565,15 @@ def cmd_verify(args) -> int:
 def add_inspect_parser(sub) -> None:
     p = _command(
         sub, "inspect", cmd_inspect, "show what an exported artifact says about itself",
-        "fxexport inspect out/resnet18.onnx\nfxexport inspect out/resnet18.pt --json",
+        "fxexport inspect out/resnet18.onnx\nfxexport inspect out/resnet18.pt --json\n"
+        "fxexport inspect out/resnet18.xml\nfxexport inspect out/resnet18.tflite --quiet",
         "Show the manifest, inputs and outputs with shapes, file size, opset and exporter of an artifact "
-        "(.onnx, TorchScript .pt, AOTInductor .pt2, ExecuTorch .pte). Only the file's bytes are read: nothing "
+        f"({_known_suffixes()}). Only the file's bytes are read: nothing "
         "is imported, built or loaded (a TorchScript archive's forward signature comes from the source text in "
         "its zip; a .pt2's shared library is not loaded, its recorded CPU features are shown). A file fxexport "
         "did not write is shown as far as it can be read, then exit 2.",
     )
-    p.add_argument("artifact", metavar="ARTIFACT", help="an artifact file (.onnx, .pt, .pt2, .pte, ...)")
+    p.add_argument("artifact", metavar="ARTIFACT", help=f"an artifact file ({_known_suffixes()})")
     _common(p, json_help="print the description as JSON")
 
 
@@ -816,11 +861,13 @@ def _quiet_warnings() -> None:
     """Warnings as one line ``fxexport: warning: ...``; torch's deprecation notices hidden (--debug shows all)."""
     import warnings
 
+    from fxexport.errors import one_line
+
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     def show(message, category, filename, lineno, file=None, line=None):
-        sys.stderr.write(f"{PROG}: warning: {_one_line(message)}\n")
+        sys.stderr.write(f"{PROG}: warning: {one_line(message, ERROR_LIMIT, typed=False)}\n")
 
     warnings.showwarning = show
 
@@ -859,10 +906,10 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        from fxexport.errors import FxExportError
+        from fxexport.errors import FxExportError, one_line
 
         known = isinstance(err, (FxExportError, CliError, ValueError, FileNotFoundError, ImportError))
-        message = _one_line(err) if known else f"{type(err).__name__}: {_one_line(err)}"
+        message = one_line(err, ERROR_LIMIT, typed=not known)
         if type(err).__name__ == "TraceError" and "leaf_modules=" in message:
             message += " (on the command line: --leaf-module CLASS)"
         hint = "" if args.debug or known else " (run with --debug for the traceback)"

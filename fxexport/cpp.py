@@ -357,7 +357,7 @@ def run_example(artifact: str | os.PathLike, inputs: Any, out_dir: str | os.Path
 
 def _random_inputs(artifact: str | os.PathLike, seed: int) -> list:
     """One seeded random input set for ``artifact``, from its manifest (read from the file's bytes)."""
-    from fxexport.manifest import read_manifest
+    from fxexport.formats import read_manifest
     from fxexport.verification import make_inputs
 
     return list(make_inputs(read_manifest(str(artifact)), n_inputs=1, seed=seed)[0])

@@ -249,7 +249,7 @@ def test_debug_shows_traceback(capsys):
 
 
 def test_help_has_examples(capsys):
-    for command in ("nodes", "export", "verify", "inspect", "demo"):
+    for command in ("nodes", "export", "verify", "inspect", "demo", "cpp-example", "optimize", "zoo"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
@@ -257,6 +257,16 @@ def test_help_has_examples(capsys):
         assert "example:" in out and f"fxexport {command}" in out, command
     assert main([]) == 2
     assert "no command given" in capsys.readouterr().err
+
+
+def test_module_docstring_lists_every_command():
+    import re
+
+    import fxexport.cli as cli
+
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    listed = re.findall(r"``([a-z-]+)``", cli.__doc__.split("Commands:")[1].split("Every command")[0])
+    assert sorted(listed) == sorted(sub.choices)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -305,3 +315,180 @@ def test_weights_flow_export_then_verify_needs_same_weights(tmp_path, capsys):
     assert main(["verify", str(onnx_path), str(ts_path), "--weights", str(weights), "--n-inputs", "1",
                  "--atol", "1e-5", "--rtol", "1e-4", "--json", trust]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+# ----------------------------------------------------------------------------- OpenVINO IR and LiteRT
+
+
+TWO_HEAD = str(ROOT / "models" / "two_head.py") + ":build"
+TWO_HEAD_ARGS = ["--leaf-module", "DetHead", "--leaf-module", "SegHead", "--node", "backbone.2=features",
+                 "--node", "det_head=det", "--node", "seg_head=seg", "--input-shape", "2,3,64,64"]
+TWO_HEAD_OUTPUTS = ["features", "det.0", "det.1", "seg.mask", "seg.edge"]
+
+
+def two_head_extractor():
+    from fxexport.extractor import create_feature_extractor
+    from fxexport.models import load_model, resolve_leaf_modules
+
+    model = load_model(TWO_HEAD, seed=0)
+    return create_feature_extractor(model, {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
+                                    leaf_modules=resolve_leaf_modules(model, ["DetHead", "SegHead"])).eval()
+
+
+@pytest.fixture(scope="module")
+def ir_and_tflite(tmp_path_factory):
+    """`fxexport export --openvino --tflite --verify` (subprocess) of models/two_head.py (nested outputs)."""
+    out = tmp_path_factory.mktemp("ov_litert")
+    xml, tflite = out / "th.xml", out / "th.tflite"
+    proc = fx("export", TWO_HEAD, *TWO_HEAD_ARGS, "--openvino", str(xml), "--tflite", str(tflite),
+              "--verify", "--n-inputs", "2", "--json", timeout=600)
+    return proc, xml, tflite
+
+
+def test_export_openvino_and_tflite_with_verify(ir_and_tflite):
+    proc, xml, tflite = ir_and_tflite
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["artifacts"][str(xml)]["format"] == "openvino"
+    assert data["artifacts"][str(tflite)]["format"] == "litert"
+    for path in (xml, tflite):
+        manifest = data["artifacts"][str(path)]
+        assert [o["name"] for o in manifest["outputs"]] == TWO_HEAD_OUTPUTS
+        assert manifest["model"]["spec"] == TWO_HEAD and manifest["nodes"]["det_head"] == "det"
+    # --verify ran each file in its own runtime, every flat output compared and within tolerance
+    report = data["verify"]
+    assert report["ok"] is True
+    assert [(a["path"], a["runtime"]) for a in report["artifacts"]] == [(str(xml), "openvino"),
+                                                                        (str(tflite), "litert")]
+    checked = {(c["runtime"], c["name"]) for c in report["checks"] if c["ok"]}
+    assert checked == {(r, n) for r in ("openvino", "litert") for n in TWO_HEAD_OUTPUTS}
+    assert xml.is_file() and xml.with_suffix(".bin").is_file() and tflite.is_file()
+    assert not [n for n in files_in(xml.parent) if n.startswith(".")]  # no temp files left
+
+
+def test_inspect_ir_and_tflite_show_their_manifest(ir_and_tflite, capsys):
+    _, xml, tflite = ir_and_tflite
+    for path, fmt, fact in ((xml, "openvino", "bin sha256"), (tflite, "litert", "exporter")):
+        assert main(["inspect", str(path)]) == 0
+        out = capsys.readouterr().out
+        for text in (fmt, fact, "two_head.py", "backbone.2", "det_head", "seg_head", *TWO_HEAD_OUTPUTS,
+                     "[2, 3, 64, 64]"):
+            assert text in out, (path.name, text)
+        assert main(["inspect", str(path), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["format"] == fmt and info["manifest"]["format"] == fmt and info["error"] is None
+        assert [o["name"] for o in info["outputs"]] == TWO_HEAD_OUTPUTS
+        assert main(["inspect", str(path), "--quiet"]) == 0
+        assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == TWO_HEAD_OUTPUTS
+
+
+def test_verify_runtime_openvino_runs_an_onnx_in_openvino(exported, capsys):
+    _, onnx_path, _ = exported
+    proc = fx("verify", str(onnx_path), "--runtime", "openvino", "--n-inputs", "1", "--trust-model-spec", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    assert [(a["path"], a["format"], a["runtime"]) for a in report["artifacts"]] == [(str(onnx_path), "onnx",
+                                                                                      "openvino")]
+    assert {c["name"] for c in report["checks"]} == {"features", "logits", "seg"}
+    # repeatable: the same file in both runtimes, one report (aliases as verify takes them)
+    assert main(["verify", str(onnx_path), "--runtime", "ov", "--runtime", "onnxruntime", "--n-inputs", "1",
+                 "--trust-model-spec", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(a["runtime"] for a in report["artifacts"]) == ["onnxruntime", "openvino"]
+    assert main(["verify", str(onnx_path), "--runtime", "tensorrt", "--trust-model-spec"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fxexport: error: ") and "tensorrt" in err and "openvino" in err
+
+
+def test_verify_ir_and_tflite_by_runtime(ir_and_tflite, capsys):
+    _, xml, tflite = ir_and_tflite
+    # --runtime picks among the given artifacts: only the .tflite runs in litert
+    assert main(["verify", str(xml), str(tflite), "--runtime", "litert", "--n-inputs", "1", "--trust-model-spec",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(a["path"], a["runtime"]) for a in report["artifacts"]] == [(str(tflite), "litert")]
+    assert report["ok"] is True and {c["name"] for c in report["checks"]} == set(TWO_HEAD_OUTPUTS)
+
+
+# ----------------------------------------------------------------------------- cpp-example --runtime openvino
+
+
+def test_cpp_example_openvino_runs_onnx_and_ir_by_name(ir_and_tflite, tmp_path, capsys):
+    import numpy as np
+    from _cpp_artifacts import CACHE, max_scaled_error
+
+    from fxexport.formats.onnx import export_onnx
+
+    _, xml, _ = ir_and_tflite
+    extractor = two_head_extractor()
+    onnx_path = tmp_path / "th.onnx"
+    export_onnx(extractor, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), onnx_path,
+                dynamic=["batch"])
+    cache = str(CACHE / "cpp")
+    assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache]) == 0
+    binary = capsys.readouterr().out.strip()
+    assert Path(binary).name.startswith("fxexport_openvino-")
+
+    # through the real entry point: the IR, --input and --out
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    np.save(tmp_path / "x.npy", x.numpy())
+    proc = fx("cpp-example", "--runtime", "openvino", "--cache-dir", cache, "--run", str(xml),
+              "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "ir_out"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("\t")[0] for line in proc.stdout.splitlines() if "\tshape=" in line]
+    assert lines == TWO_HEAD_OUTPUTS
+    listing = json.loads((tmp_path / "ir_out" / "outputs.json").read_text())
+    assert listing["kind"] == "openvino" and [o["name"] for o in listing["outputs"]] == TWO_HEAD_OUTPUTS
+    from fxexport.flatten import OutputSpec, flatten
+
+    with torch.no_grad():
+        out = extractor(x)
+    ref = dict(zip(OutputSpec.from_outputs(out).names, flatten(OutputSpec.from_outputs(out), out)))
+    for item in listing["outputs"]:
+        got = torch.from_numpy(np.load(tmp_path / "ir_out" / item["file"]))
+        assert max_scaled_error(ref[item["name"]], got) <= 1e-4, item["name"]
+
+    # in process: an .onnx at another batch than the export's (dynamic), --json and --quiet
+    x3 = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    np.save(tmp_path / "x3.npy", x3.numpy())
+    assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache, "--run", str(onnx_path),
+                 "--input", str(tmp_path / "x3.npy"), "--threads", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["binary"] == binary and data["kind"] == "onnx" and data["threads"] == 1
+    assert [o["name"] for o in data["outputs"]] == TWO_HEAD_OUTPUTS
+    assert [o["shape"][0] for o in data["outputs"]] == [3] * 5
+    assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache, "--run", str(onnx_path),
+                 "--quiet"]) == 0  # no --input: seeded random input of the manifest's shape
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == TWO_HEAD_OUTPUTS
+    # an IR whose .bin is not the one its .xml records: the program's one line, exit 2
+    tampered = tmp_path / "tampered.xml"
+    tampered.write_bytes(xml.read_bytes())
+    (tmp_path / "tampered.bin").write_bytes(b"\0" + xml.with_suffix(".bin").read_bytes()[1:])
+    assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache, "--run", str(tampered),
+                 "--input", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fxexport: error: fxexport_openvino: error: ") and "bin" in err
+
+
+# ----------------------------------------------------------------------------- display
+
+
+def test_tables_show_untrusted_names_literally():
+    from fxexport.display import ArtifactView, ManifestView, NodeListing
+    from fxexport.describe import NodeInfo
+    from fxexport.manifest import Manifest, TensorSpec
+
+    evil = "[red]x[/red][link=file:///etc]y"
+    m = Manifest(inputs=[TensorSpec("in", [1, 3], "float32")], outputs=[TensorSpec(evil, [1, 2], "float32")],
+                 nodes={"[b]node": evil}, format="onnx")
+    text = ManifestView(m, "a.onnx", size_bytes=10).render()
+    assert evil in text and "[b]node" in text
+    info = {"path": "[i]p.onnx", "size_bytes": 1, "format": "onnx", "manifest": m.to_dict(), "facts": {"[u]k": "[v]"},
+            "inputs": [t.to_dict() for t in m.inputs], "outputs": [t.to_dict() for t in m.outputs], "error": None}
+    text = ArtifactView(info).render()
+    assert evil in text and "[i]p.onnx" in text and "[u]k" in text and "[v]" in text
+    rows = {"eval": [NodeInfo(evil, "[op]", "call_function", shape=[1, 2])]}
+    for tree in (False, True):
+        text = NodeListing.from_modes("[m]", rows, shapes=True, tree=tree).render()
+        assert evil in text and "[m]" in text and "[op]" in text, text
