@@ -756,18 +756,27 @@ def cmd_zoo(args) -> int:
 
 def add_optimize_parser(sub) -> None:
     p = _command(
-        sub, "optimize", cmd_optimize, "write optimized / fp16 / int8 / ORT-format variants of an ONNX export, "
-        "each verified and measured",
+        sub, "optimize", cmd_optimize, "write optimized / fp16 / int8 / ORT-format variants of an export "
+        "(onnxruntime, OpenVINO, LiteRT), each verified and measured",
         """fxexport optimize out/resnet18.onnx --fp16 --int8 static --calibration-random 16 --ort-format -o out/edge
-fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-cosine 0.99 --report edge.json""",
-        "Write variants of an .onnx file written by `fxexport export` next to it (or into -o DIR): "
-        "onnxruntime-optimized (always), float16, int8 (dynamic or static QDQ, calibrated on a folder of "
-        ".npy inputs or on N seeded random ones) and ORT format. Each keeps the output names and the "
-        "manifest, is verified against the eager extractor (rebuilt from the manifest, or --model) per output "
-        "(cosine, max error relative to the output's range) and is timed in onnxruntime against the fp32 "
-        "file. Exit 0 when every variant is within its thresholds, 1 otherwise.",
+fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-cosine 0.99 --report edge.json
+fxexport optimize out/resnet18.onnx --int8 static --backend onnxruntime --backend openvino
+fxexport optimize out/resnet18.tflite --int8 static""",
+        "Write variants of an artifact written by `fxexport export` (.onnx, OpenVINO .xml, LiteRT .tflite) next "
+        "to it (or into -o DIR), per --backend: onnxruntime (an .onnx source: onnxruntime-optimized always, "
+        "float16, int8 dynamic or static QDQ, ORT format), openvino (the float32 IR and an NNCF int8 IR), "
+        "litert (the float32 .tflite and an ai-edge-quantizer int8 one); static int8 is calibrated on a folder "
+        "of .npy inputs or on N seeded random ones, the same for every backend. Each variant keeps the output "
+        "names and the manifest, is verified against the eager extractor (rebuilt from the manifest, or --model) "
+        "per output (cosine, max error relative to the output's range) and is timed in its runtime against its "
+        "fp32 source, all in one table; an accurate variant slower than its fp32 source says 'slower'. Exit 0 "
+        "when every variant is within its thresholds, 1 otherwise.",
     )
-    p.add_argument("onnx", metavar="MODEL.onnx", help=".onnx file written by fxexport export")
+    p.add_argument("source", metavar="ARTIFACT",
+                   help="an .onnx, .xml or .tflite file written by fxexport export")
+    p.add_argument("--backend", metavar="BACKEND", action="append", default=None,
+                   help=f"write variants for this runtime ({', '.join(_edge_backends())}); repeatable, all in one "
+                        "table (default: the source's own runtime)")
     p.add_argument("--fp16", action="store_true", help="also write a float16 variant (float32 inputs/outputs kept)")
     p.add_argument("--int8", choices=("dynamic", "static"), default=None, help="also write an int8 variant")
     cal = p.add_mutually_exclusive_group()
@@ -775,11 +784,12 @@ fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-co
                      help="static int8: folder of .npy inputs (one sample each, the model's input shape)")
     cal.add_argument("--calibration-random", metavar="N", type=_positive_int, default=None,
                      help="static int8: calibrate on N seeded random inputs (default 16)")
-    p.add_argument("--ort-format", action="store_true", help="also write each variant in ORT format (.ort)")
+    p.add_argument("--ort-format", action="store_true",
+                   help="also write each onnxruntime variant in ORT format (.ort)")
     p.add_argument("-o", "--out-dir", metavar="DIR", default=None, help="where to write (default: beside the model)")
     _model_options(p, positional=False)
     p.add_argument("--node", metavar="NODE[=NAME]", type=_node, action="append", default=None,
-                   help="with --model: the nodes the ONNX file returns; repeatable")
+                   help="with --model: the nodes the artifact returns; repeatable")
     _trust_option(p)
     t = p.add_argument_group("thresholds (fail only below them; default per precision: fp32 0.9999/1e-3, "
                              "fp16 0.999/0.02, int8 0.98/0.25)")
@@ -788,10 +798,16 @@ fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-co
     t.add_argument("--max-error", type=_nonneg_float, default=None,
                    help="largest per-output max|out-ref|/max|ref| for the fp16/int8 variants")
     p.add_argument("--n-inputs", type=_positive_int, default=3, help="random inputs to verify on (default 3)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime threads for timing")
+    p.add_argument("--threads", type=_positive_int, default=None, help="runtime threads for timing")
     p.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
     _common(p, json_help="print the report as JSON")
+
+
+def _edge_backends() -> tuple[str, ...]:
+    from fxexport.edge import BACKENDS
+
+    return BACKENDS
 
 
 def cmd_optimize(args) -> int:
@@ -804,9 +820,10 @@ def cmd_optimize(args) -> int:
         override = {k: v for k, v in (("min_cosine", args.min_cosine), ("max_error", args.max_error)) if v is not None}
         thresholds = {"fp16": override, "int8": override}
     extractor = _explicit_extractor(args)
-    with _step(args, f"Writing and verifying variants of {args.onnx}..."):
-        report = optimize(args.onnx, fp16=args.fp16, int8=args.int8, calibration=args.calibration,
+    with _step(args, f"Writing and verifying variants of {args.source}..."):
+        report = optimize(args.source, fp16=args.fp16, int8=args.int8, calibration=args.calibration,
                           calibration_random=args.calibration_random, ort_format=args.ort_format,
+                          backends=args.backend,
                           out_dir=args.out_dir, thresholds=thresholds, extractor=extractor,
                           weights=args.weights if extractor is None else None,
                           n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing,

@@ -411,6 +411,32 @@ def test_verify_ir_and_tflite_by_runtime(ir_and_tflite, capsys):
     assert report["ok"] is True and {c["name"] for c in report["checks"]} == set(TWO_HEAD_OUTPUTS)
 
 
+def test_optimize_backends_onnxruntime_and_openvino_in_one_table(exported, tmp_path, capsys):
+    _, onnx_path, _ = exported
+    out, report_path = tmp_path / "edge", tmp_path / "edge.json"
+    proc = fx("optimize", str(onnx_path), "--int8", "static", "--calibration-random", "4", "--backend", "onnxruntime",
+              "--backend", "openvino", "-o", str(out), "--n-inputs", "1", "--no-timing", "--trust-model-spec",
+              "--report", str(report_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("edge variants of mt.onnx") == 1  # one table for both backends
+    assert "openvino:fp32" in proc.stdout and "optimized" in proc.stdout
+    report = json.loads(report_path.read_text())
+    assert report["ok"] is True
+    assert [(v["name"], v["backend"]) for v in report["variants"]] == [
+        ("fp32", "onnxruntime"), ("optimized", "onnxruntime"), ("int8-static", "onnxruntime"),
+        ("openvino:fp32", "openvino"), ("openvino:int8-static", "openvino")]
+    for v in report["variants"]:
+        assert v["verified"] and [o["name"] for o in v["outputs"]] == ["features", "logits", "seg"], v["name"]
+    assert sorted(files_in(out)) == ["mt.fp32.bin", "mt.fp32.xml", "mt.int8-static.bin", "mt.int8-static.onnx",
+                                     "mt.int8-static.xml", "mt.optimized.onnx"]
+    # the backends are checked by the library, before anything is written: one line, exit 2
+    assert main(["optimize", str(onnx_path), "--backend", "tensorrt", "-o", str(tmp_path / "no"),
+                 "--trust-model-spec"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tensorrt" in err and "openvino" in err
+    assert not (tmp_path / "no").exists()
+
+
 # ----------------------------------------------------------------------------- cpp-example --runtime openvino
 
 
