@@ -542,7 +542,6 @@ def _explicit_extractor(args):
 
 
 def cmd_verify(args) -> int:
-    from fxexport._io import atomic_path
     from fxexport.verification import verify
 
     extractor = _explicit_extractor(args)
@@ -552,8 +551,7 @@ def cmd_verify(args) -> int:
                         weights=args.weights if extractor is None else None, runtimes=args.runtime,
                         trust_model_spec=args.trust_model_spec)
     if args.report:
-        with atomic_path(args.report) as tmp:
-            tmp.write_text(report.to_json())
+        report.to_json(args.report)
     if args.json:
         _print_json(report.to_dict())
     return _report(args, report, _out(args))
