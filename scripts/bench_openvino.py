@@ -189,22 +189,22 @@ def run(args) -> list[dict]:
 
 
 def _settings(name, extractor, xml, manifest, calib, verify_inputs, x, threads, blocks, reps, work) -> list[dict]:
-    """NNCF preset x target device, each against the fp32 IR."""
+    """NNCF preset x target device (and model type transformer), each against the fp32 IR."""
     from fxexport.formats import openvino as fov
 
     base = dict(fov.NNCF_SETTINGS)
     sessions = {"fp32": fov.open(xml, manifest, threads=threads)}
     sizes, accs = {}, {}
     try:
-        for preset in ("performance", "mixed"):
-            for device in ("CPU", "ANY"):
-                key = f"{preset}/{device}"
-                fov.NNCF_SETTINGS.update(preset=preset, target_device=device)
-                dst = work / f"{name}.{preset}.{device}.xml"
-                qm = fov.quantize_int8(xml, dst, calib, manifest)
-                sessions[key] = fov.open(dst, qm, threads=threads)
-                sizes[key] = _size(dst)
-                accs[key] = _accuracy(sessions[key], extractor, manifest, verify_inputs)
+        choices = [(preset, device, None) for preset in ("performance", "mixed") for device in ("CPU", "ANY")]
+        for preset, device, model_type in choices + [("performance", "CPU", "transformer")]:
+            key = f"{preset}/{device}" + (f"/{model_type}" if model_type else "")
+            fov.NNCF_SETTINGS.update(preset=preset, target_device=device, model_type=model_type)
+            dst = work / f"{name}.{key.replace('/', '.')}.xml"
+            qm = fov.quantize_int8(xml, dst, calib, manifest)
+            sessions[key] = fov.open(dst, qm, threads=threads)
+            sizes[key] = _size(dst)
+            accs[key] = _accuracy(sessions[key], extractor, manifest, verify_inputs)
     finally:
         fov.NNCF_SETTINGS.clear()
         fov.NNCF_SETTINGS.update(base)

@@ -376,3 +376,18 @@ def test_int8_rejects_bad_calibration_and_a_mismatched_source(tmp_path):
     with pytest.raises(VerificationError, match="do not match"):
         fov.quantize_int8(tmp_path / "net.xml", tmp_path / "q.xml", [good], m)
     assert not (tmp_path / "q.xml").exists() and not (tmp_path / "q.bin").exists()
+
+
+def test_nondeterministic_output_is_recorded_and_the_pair_still_matches(tmp_path):
+    spec = importlib.util.spec_from_file_location("noisy", ROOT / "models" / "noisy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ex = create_feature_extractor(module.build(), {"conv": "features", "add": "noisy"})
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="differ between two eager runs"):
+        m = fov.export(ex, x, tmp_path / "noisy.xml")
+    assert m.extra["nondeterministic_outputs"] == ["noisy"]
+    assert fov.read_manifest(tmp_path / "noisy.xml") == m
+    features, noisy = fov.open(tmp_path / "noisy.xml", m).run([x])  # the re-staged .xml still matches its .bin
+    assert_close(eager_flat(ex, x)[0], features)
+    assert noisy.shape == (1, 8, 32, 32)

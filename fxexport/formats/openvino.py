@@ -12,19 +12,20 @@ An IR written here keeps everything an fxexport artifact promises:
   the ``.bin`` under ``fxexport/bin_sha256``. The ONNX manifest that OpenVINO's ONNX reader
   carries over (``framework/fxexport``) is removed: one manifest per file.
 
-How the IR is made: :func:`fxexport.export.onnx.export_onnx` writes the extractor's ONNX
-to a scratch folder beside the target and OpenVINO's ONNX frontend reads it
-(``Core.read_model``). Measured against ``openvino.convert_model(extractor,
-example_input=...)`` (``scripts/bench_openvino.py convert``): the ONNX path converts
-resnet50 layer1..4 in 3.4 s against 12.4 s (mobilenet_v3_large: 0.6 s vs 2.6 s; both
-include their tracing; the ONNX time includes export_onnx's onnxruntime self-check),
-gives the same values (max error 3e-6 of the output range on both) and the same run
-time (the CPU plugin fuses both graphs alike), and keeps the output names by
-construction: ``convert_model`` names outputs after internal values (``input.61``) or
-not at all, and would fix only the input shape it was told. It also reuses export_onnx's
-exporter fallback, name fixes and dynamic-dim checks, and ``read_model`` records no
-``conversion_parameters`` (``convert_model`` stores its arguments there), so nothing
-path- or time-dependent reaches the file: re-export is byte-identical.
+How the IR is made: ``export_onnx`` writes the extractor's ONNX to a scratch folder
+beside the target and OpenVINO's ONNX frontend reads it (``Core.read_model``). Measured
+against ``openvino.convert_model(flat-output wrapper, example_input=...)``
+(``scripts/bench_openvino.py --convert``): the ONNX path converts resnet50 layer1..4 in
+3.4 s against 12.4 s (mobilenet_v3_large 0.6 s vs 2.6 s; load average 1.6 on 2 cores;
+9.3 s vs 20.6 s and 1.5 s vs 14.9 s at load 6), both include their tracing and the ONNX
+time includes export_onnx's own onnxruntime check; values are the same (max error 3.6e-6
+of the output range on both) and so is the run time (the CPU plugin fuses both graphs
+alike); and the ONNX path keeps the output names by construction, where
+``convert_model`` names outputs after internal values (``input.61``) and needs renaming.
+It also reuses export_onnx's exporter fallback, name fixes and dynamic-dim checks, and
+``read_model`` records no ``conversion_parameters`` (``convert_model`` stores its
+arguments there). Ops OpenVINO names itself (``Constant_5610``, from a process-wide
+counter) are renamed by position, so re-export is byte-identical.
 
 Files (one commit point): OpenVINO finds the ``.bin`` by the ``.xml``'s stem, so the pair
 cannot be renamed at once. The ``.bin`` is written first (atomically, skipped when the
@@ -174,9 +175,8 @@ def export(
             raise ExportError(f"{what} has outputs {names}, expected {p.spec.names}")
         with _common.quiet():
             p.check_artifact(what, session.run)
-        # Plan.manifest_extra (nondeterministic outputs found by the check) is new in export/_common
-        learned = p.manifest_extra() if hasattr(p, "manifest_extra") else {}
-        if learned:  # nondeterministic outputs: record them (the .bin does not change)
+        learned = p.manifest_extra()
+        if learned:  # nondeterministic outputs found by the check: record them (the .bin does not change)
             manifest.extra.update(learned)
             staged = _stage(model, manifest, scratch)
         del session, model
@@ -384,9 +384,7 @@ def describe(path: str | os.PathLike) -> ArtifactIO:
     info = root.find("rt_info/info[@name='OpenVINO Runtime']")
     if info is not None:
         facts["openvino"] = info.get("value")
-    section = _rt_section(root)
-    sha_entry = section.find(RT_BIN_SHA) if section is not None else None
-    recorded = sha_entry.get("value") if sha_entry is not None else None
+    recorded = _recorded_sha(root)
     bin_path = Path(path).with_suffix(".bin")
     facts["bin"] = bin_path.name
     if bin_path.is_file():
@@ -649,13 +647,26 @@ def quantize_int8(src_xml: str | os.PathLike, dst_xml: str | os.PathLike,
     ``calibration`` holds input dicts (``{input name: array}``), the ones every int8
     path of fxexport calibrates on (``fxexport.edge``'s folder or seeded random inputs).
     ``nncf.quantize`` runs post-training quantization on the OpenVINO model with
-    :data:`NNCF_SETTINGS`: preset *performance* (symmetric int8 weights and
-    activations; *mixed*, asymmetric activations, measured no more accurate on
-    resnet50 and mobilenet_v3_large and slower), no model type (CNNs; ``TRANSFORMER``
-    is for attention blocks), fast bias correction, target CPU; NNCF's default
-    overflow fix keeps 7-bit weights on the first layer for CPUs without VNNI. Weights
-    are stored as int8 in the .bin. The manifest gets format ``"openvino-int8"`` and
-    the settings in ``extra["edge"]``; the pair is committed as in :func:`export`.
+    :data:`NNCF_SETTINGS`, chosen by ``scripts/bench_openvino.py --settings`` (per-output
+    cosine against eager on 3 seeded inputs, 16 seeded calibration inputs): preset
+    *performance* (symmetric int8 activations) and *mixed* (asymmetric) tie on resnet50
+    layer1..4 (worst cosine 0.9993 both); on mobilenet_v3_large mixed gains on
+    features.3/6 (0.9994 vs 0.997) but loses features.12 (0.56 vs 0.93). Model type
+    ``TRANSFORMER`` (SmoothQuant, attention patterns) is no better on CNNs (resnet50
+    0.9994 vs 0.9993, mobilenet features.3 0.979 vs 0.997); target devices CPU and ANY
+    give the same accuracy. Latency differences between all of them were within noise
+    (load average 6-8 on 2 cores when measured). Fast bias correction is on; NNCF's
+    default overflow fix keeps 7-bit weights on the first layer for CPUs without VNNI.
+    Weights are stored as int8 in the .bin.
+
+    NNCF floors every activation range at 8e-5 (symmetric; 8e-4 asymmetric): outputs
+    whose values stay below that (deep layers of a randomly initialised
+    mobilenet_v3_large: features.16 peaks at 3e-8) quantize to zero. Verifying the int8
+    IR against eager (``default_tolerance``) reports it. Trained weights usually keep
+    activations far above the floor (not measured here: nothing downloads).
+
+    The manifest gets format ``"openvino-int8"`` and the settings in
+    ``extra["edge"]``; the pair is committed as in :func:`export`.
 
     Raises:
         InvalidInputError: empty or malformed calibration (names, count).
