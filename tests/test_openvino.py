@@ -196,6 +196,10 @@ def test_tampered_or_swapped_bin_is_a_one_line_error_and_never_runs(tmp_path):
     facts = fov.describe(tmp_path / "a.xml").facts
     assert "do not match" in facts["error"] and "\n" not in facts["error"]
     assert fov.read_manifest(tmp_path / "a.xml") == m  # the manifest is still readable
+    with pytest.raises(VerificationError, match="do not match the .xml"):
+        fov.check_files(tmp_path / "a.xml", m)  # what verify/inspect call before running anything
+    fov.check_files(tmp_path / "b.xml", None)
+    assert fov.external_files(tmp_path / "b.xml") == [tmp_path / "b.bin"]
     os.replace(tmp_path / "b.bin", tmp_path / "a.bin")  # a valid .bin of another export: swapped
     with pytest.raises(VerificationError, match="do not match"):
         fov.open(tmp_path / "a.xml", m)

@@ -78,7 +78,8 @@ from fxexport.manifest import Manifest
 __all__ = [
     "NAME", "INT8_FORMAT", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "RT_SECTION",
     "export", "export_openvino", "read_manifest", "describe", "open", "open_onnx_in_openvino",
-    "quantize_int8", "default_tolerance", "compile_config", "NNCF_SETTINGS", "INT8_TOLERANCE",
+    "quantize_int8", "default_tolerance", "compile_config", "check_files", "external_files",
+    "NNCF_SETTINGS", "INT8_TOLERANCE",
 ]
 
 NAME = "openvino"
@@ -396,6 +397,29 @@ def describe(path: str | os.PathLike) -> ArtifactIO:
     except VerificationError as err:
         facts["error"] = str(err)
     return ArtifactIO(inputs=inputs, outputs=outputs, facts=facts)
+
+
+def check_files(path: str | os.PathLike, manifest: Manifest | None) -> None:
+    """Check that the .bin beside the IR is the one its .xml records, before anything runs it.
+
+    :func:`open` checks the bytes it compiles again (they are read once and hashed there).
+
+    Raises:
+        VerificationError: no .bin, or a .bin whose SHA-256 is not the recorded one (one line
+            naming both files).
+    """
+    xml_path = Path(path)
+    _check_bin(xml_path, _recorded_sha(_parse_ir(xml_path)), None)
+
+
+def external_files(path: str | os.PathLike) -> list[Path]:
+    """The companion files an IR reads: its ``.bin`` (for sizes and input budgets).
+
+    Example:
+        >>> external_files("models/r50.xml")
+        [PosixPath('models/r50.bin')]
+    """
+    return [Path(path).with_suffix(".bin")]
 
 
 def _parse_ir(path: str | os.PathLike) -> ET.Element:
