@@ -239,8 +239,9 @@ class Manifest:
     """Self-description of an exported extractor (JSON round-trip with :meth:`to_json`).
 
     Attributes:
-        format: ``"onnx"``, ``"torchscript"``, ``"aoti"``, ``"executorch"`` or a
-            variant such as ``"onnx-fp16"``.
+        format: the ``NAME`` of the format that wrote it (``"onnx"``, ``"torchscript"``,
+            ``"aoti"``, ``"executorch"``, ``"ort"``, ``"openvino"``, ``"litert"``) or a variant
+            such as ``"onnx-fp16"``. Informational: readers pick the format by file suffix.
         inputs / outputs: :class:`TensorSpec` lists; outputs are the flat outputs
             in graph order (``NAME``, ``NAME.0``, ``NAME.KEY``).
         nodes: node name -> top-level output name, in graph order.
