@@ -507,6 +507,9 @@ fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime
     _trust_option(p)
     _tolerance_options(p)
     p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
+    p.add_argument("--html", metavar="FILE.html", default=None,
+                   help="also write the report as a self-contained page (per runtime and output: max error vs "
+                        "tolerance, cosine)")
     _common(p, json_help="print the report as JSON")
 
 
@@ -552,6 +555,10 @@ def cmd_verify(args) -> int:
                         trust_model_spec=args.trust_model_spec)
     if args.report:
         report.to_json(args.report)
+    if args.html:
+        from fxexport.html_report import write_verify_report
+
+        write_verify_report(report, args.html)
     if args.json:
         _print_json(report.to_dict())
     return _report(args, report, _out(args))
@@ -799,6 +806,9 @@ fxexport optimize out/resnet18.tflite --int8 static""",
     p.add_argument("--threads", type=_positive_int, default=None, help="runtime threads for timing")
     p.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
+    p.add_argument("--html", metavar="FILE.html", default=None,
+                   help="also write the report as a self-contained page (size vs latency chart, per output "
+                        "max error and cosine vs thresholds)")
     _common(p, json_help="print the report as JSON")
 
 
@@ -828,6 +838,10 @@ def cmd_optimize(args) -> int:
                           trust_model_spec=args.trust_model_spec)
     if args.report:
         report.to_json(args.report)
+    if args.html:
+        from fxexport.html_report import write_edge_report
+
+        write_edge_report(report, args.html)
     if args.json:
         _print_json(report.to_dict())
     elif args.quiet:
