@@ -2,34 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.fxexport-installed
+# Two stamps: BASE is the package with its own dependencies only (all `make demo` needs); EXTRAS adds what the
+# test suite, the zoo and the benches use on top of it (`make test` after `make demo` reuses what is installed).
+BASE := $(VENV)/.fxexport-base
+EXTRAS_STAMP := $(VENV)/.fxexport-extras
 # Extras the test suite uses: every one is installed so nothing is skipped for a missing package.
 EXTRAS ?= test,timm,edge,zoo,openvino,litert
+# When this make started (ns since the epoch): `make demo` reports how long the set-up before it took.
+START_NS := $(shell date +%s%N)
 
 .PHONY: demo test test-all zoo bench install clean
 
-install: $(STAMP)
+install: $(EXTRAS_STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(BASE): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision first, pinned, so pip takes the builds on local disk.
 	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e .
+	touch $(BASE)
+
+$(EXTRAS_STAMP): $(BASE)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	touch $(EXTRAS_STAMP)
 
-demo: $(STAMP)
-	$(PY) -m fxexport demo
+demo: $(BASE)
+	@start=$$(date +%s%N); $(PY) -m fxexport demo; rc=$$?; end=$$(date +%s%N); \
+	awk -v a=$(START_NS) -v b=$$start -v c=$$end 'BEGIN { printf "make demo: set-up (venv + install) %.1f s, demo step %.1f s, total %.1f s\n", (b - a) / 1e9, (c - b) / 1e9, (c - a) / 1e9 }'; \
+	exit $$rc
 
-test: $(STAMP)
+test: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
 
-zoo: $(STAMP)
+zoo: $(EXTRAS_STAMP)
 	$(PY) scripts/zoo.py
 
-bench: $(STAMP)
+bench: $(EXTRAS_STAMP)
 	$(PY) scripts/bench.py trace export verify
 
 clean:
