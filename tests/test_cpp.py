@@ -36,6 +36,7 @@ from _cpp_artifacts import (
 )
 
 from fxexport.cpp import cached_binary_path, compile_command, run_cpp_example
+from fxexport.errors import FxExportError
 from fxexport.flatten import OutputSpec, flatten
 
 pytestmark = pytest.mark.skipif(
@@ -86,8 +87,8 @@ def test_cpp_program_prints_names_shapes_checksums_from_raw_input(artifacts_root
     x = example(batch=1, seed=2)
     raw = tmp_path / "x.f32"
     raw.write_bytes(x.numpy().astype("<f4").tobytes())
-    proc = subprocess.run([str(cpp_program()), str(path), str(raw), "--shape", "1,3,64,64", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(cpp_program()), str(path), str(raw), "--shape", "1,3,64,64",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     listing = json.loads((tmp_path / "o" / "outputs.json").read_text())
     assert [o["name"] for o in listing["outputs"]] == manifest.output_names
@@ -216,3 +217,29 @@ def test_cli_cpp_example_builds_and_runs(artifacts_root, capsys):
     assert [o["name"] for o in data["outputs"]] == manifest.output_names
     assert main(["cpp-example", "--cache-dir", str(CACHE / "cpp"), "--run", str(artifacts_root / "nope.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_run_example_takes_input_files_and_reports_what_the_program_wrote(artifacts_root, tmp_path):
+    """fxexport.cpp.run_example (the path `fxexport cpp-example --run` takes): .npy inputs passed as files,
+    outputs written to out_dir, stdout lines and outputs.json in one ProgramRun."""
+    from fxexport.cpp import run_example
+
+    path, manifest = _artifact("multitask", "torchscript", artifacts_root)
+    x = example(2, seed=7)
+    np.save(tmp_path / "x.npy", x.numpy())
+    run = run_example(path, tmp_path / "x.npy", tmp_path / "out", binary=cpp_program(), threads=1)
+    assert run.runtime == "libtorch" and run.listing["kind"] == "torchscript"
+    assert run.output_names == manifest.output_names
+    assert [line.split("\t")[0] for line in run.output_lines()] == manifest.output_names
+    assert run.to_dict()["binary"] == str(cpp_program())
+    ref = _eager_flat(multitask_extractor(), x)
+    arrays = run.arrays()
+    assert list(arrays) == list(ref)
+    for name in ref:
+        assert max_scaled_error(ref[name], torch.from_numpy(arrays[name])) <= TOLERANCE["torchscript"], name
+    # no inputs: the first input set verify would make from the manifest (seeded, so the same twice)
+    a = run_example(path, None, tmp_path / "r1", binary=cpp_program()).arrays()
+    b = run_example(path, None, tmp_path / "r2", binary=cpp_program(), seed=0).arrays()
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    with pytest.raises(FxExportError, match="does not exist"):
+        run_example(tmp_path / "missing.pt", tmp_path / "x.npy", tmp_path / "o", binary=cpp_program())
