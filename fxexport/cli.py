@@ -713,6 +713,8 @@ def cmd_cpp_example(args) -> int:
 
     from fxexport.cpp import build_example, run_example
 
+    if (args.input or args.out or args.threads) and not args.run:
+        raise CliError("--input, --out and --threads are options of --run ARTIFACT (the artifact to run)")
     with _step(args, f"Building the {args.runtime} C++ example (cached after the first time)..."):
         binary = build_example(args.runtime, args.cache_dir, force=args.force)
     if not args.run:

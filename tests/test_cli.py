@@ -455,6 +455,8 @@ def test_cpp_example_openvino_runs_onnx_and_ir_by_name(ir_and_tflite, tmp_path, 
     assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache]) == 0
     binary = capsys.readouterr().out.strip()
     assert Path(binary).name.startswith("fxexport_openvino-")
+    assert main(["cpp-example", "--runtime", "openvino", "--cache-dir", cache, "--out", str(tmp_path / "o")]) == 2
+    assert "options of --run ARTIFACT" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
     # through the real entry point: the IR, --input and --out
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
