@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""fxexport benchmarks: ``python scripts/bench.py <trace|export|verify|edge> [...] [--json FILE]``.
+"""fxexport benchmarks: ``python scripts/bench.py <suite> [...] [--json FILE]``.
 
 Every figure is a ratio against an anchor measured in the same process (torchvision,
 eager torch, plain torch.onnx.export), taken as the median of interleaved blocks with
@@ -19,7 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-SUITES = ("trace", "export", "verify", "edge")
+#: each is scripts/bench_<suite>.py; a suite whose file is missing is not offered
+SUITES = tuple(s for s in ("trace", "export", "verify", "edge", "openvino", "litert", "cpp_openvino", "localize",
+                           "explorer") if (Path(__file__).resolve().parent / f"bench_{s}.py").exists())
 
 
 def main(argv: list[str] | None = None) -> int:
