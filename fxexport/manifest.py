@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import reprlib
 from dataclasses import dataclass, field
@@ -382,15 +381,3 @@ def current_versions() -> dict[str, str]:
         except ImportError:  # pragma: no cover - both are dependencies
             pass
     return versions
-
-
-# Transitional (issue 12): names that moved to the format modules, served lazily until every caller imports
-# them from their new home. Remove once nothing imports them from here.
-_MOVED = {"read_manifest": "fxexport.formats", "set_onnx_manifest": "fxexport.formats.onnx",
-          "onnx_external_files": "fxexport.formats.onnx", "TORCHSCRIPT_EXTRA_FILE": "fxexport.formats.torchscript"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

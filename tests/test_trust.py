@@ -23,7 +23,7 @@ import torch
 from fxexport import create_feature_extractor, export_onnx
 from fxexport.cli import main
 from fxexport.errors import InvalidInputError
-from fxexport.manifest import read_manifest
+from fxexport.formats import read_manifest
 from fxexport.models import REFUSED_KWARGS, check_rebuildable, load_model, model_info
 
 TINY = '''
