@@ -48,6 +48,7 @@ from fxexport._io import atomic_path
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
 from fxexport.formats import common as _common
+from fxexport.formats import onnx_nodemap as _nodemap
 from fxexport.formats.base import ArtifactIO, Session
 from fxexport.formats.common import Plan
 from fxexport.manifest import MANIFEST_KEY, MAX_MANIFEST_BYTES, Manifest
@@ -162,15 +163,19 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
             raise
         except Exception as err:  # noqa: BLE001 - exporter failures come in every type
             raise ExportError(_explain_failure(exporter, err, p)) from err
+        hints = _nodemap.scope_hints(model, exporter)  # the exporter's node metadata, before it is stripped
         _strip_debug_info(model)
         _ensure_io_names(model, p)
         output_shapes = _fix_shapes(model, p, exporter)
+        # FX node -> ONNX value, for verify's localization
+        node_map = _nodemap.map_extra(model, p.extractor, hints, input_names=p.input_names,
+                                      outputs={n: n for n in p.spec.names}, training=p.training)
         actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
         # > 2 GB: the weights go to a data file in the scratch folder, named by its content
         external = _write_external_data(model, scratch, target.name) if large else False
         manifest = _common.make_manifest(p, fmt="onnx", output_shapes=output_shapes, exporter=exporter,
                                          opset=actual_opset, model_info=model_info,
-                                         extra={"external_data": external, **p.manifest_extra()})
+                                         extra={"external_data": external, **p.manifest_extra(), **node_map})
         set_onnx_manifest(model, manifest)
         staged = scratch / target.name if large else None
         checked = _serialized(model, staged)  # once: checked, run and written as these bytes (or this file)
