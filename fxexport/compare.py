@@ -38,6 +38,8 @@ from fxexport.errors import InvalidInputError
 __all__ = [
     "Tolerance",
     "DTYPE_FLOORS",
+    "precision_tolerance",
+    "PRECISION_TOLERANCES",
     "OutputCheck",
     "Problem",
     "ProblemKind",
@@ -177,6 +179,30 @@ class Tolerance:
                 )
             return cls(**dict(value))
         raise InvalidInputError(f"tolerance for {where} must be a Tolerance or a dict, got {type(value).__name__}")
+
+
+def precision_tolerance(min_cosine: float, max_error: float) -> Tolerance:
+    """The tolerance of a reduced-precision variant: a cosine floor and a range-relative max error.
+
+    ``max_error`` bounds ``max|out - ref| / max|ref|`` (every element within that share of the
+    output's largest magnitude); no per-element relative part and no dtype floors.
+
+    Example:
+        >>> precision_tolerance(0.98, 0.25).range_atol, precision_tolerance(0.98, 0.25).min_cosine
+        (0.25, 0.98)
+    """
+    return Tolerance(rtol=0.0, atol=0.0, range_atol=float(max_error), max_mismatch=0.0,
+                     min_cosine=float(min_cosine), check_dtype=True, dtype_floor=False)
+
+
+#: The one set of per-precision thresholds: :mod:`fxexport.edge` judges its variants by these, and the
+#: formats' ``default_tolerance`` gives them to ``verify`` for a variant file verified on its own.
+#: Loose enough for the precision's rounding, tight enough to catch a broken variant.
+PRECISION_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": precision_tolerance(0.9999, 1e-3),
+    "fp16": precision_tolerance(0.999, 2e-2),
+    "int8": precision_tolerance(0.98, 0.25),
+}
 
 
 def resolve_tolerances(

@@ -81,7 +81,7 @@ import numpy as np
 
 from fxexport._io import atomic_path
 from fxexport._timing import cpu_count, interleaved
-from fxexport.compare import Problem, ProblemKind, Tolerance, json_number, kind_of
+from fxexport.compare import PRECISION_TOLERANCES, Problem, ProblemKind, Tolerance, json_number, kind_of
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.manifest import Manifest, TensorSpec
 
@@ -148,11 +148,7 @@ def _number(name: str, value: Any) -> float:
 
 
 #: default thresholds per precision: loose enough for the format's rounding, tight enough to catch a broken variant
-DEFAULT_THRESHOLDS: dict[str, Tolerance] = {
-    "fp32": Thresholds(min_cosine=0.9999, max_error=1e-3),
-    "fp16": Thresholds(min_cosine=0.999, max_error=2e-2),
-    "int8": Thresholds(min_cosine=0.98, max_error=0.25),
-}
+DEFAULT_THRESHOLDS: dict[str, Tolerance] = dict(PRECISION_TOLERANCES)
 _THRESHOLD_KEYS = ("min_cosine", "max_error")
 
 

@@ -67,6 +67,7 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
+from fxexport.compare import PRECISION_TOLERANCES
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
 from fxexport.errors import one_line
 from fxexport.formats.common import (Plan, check_extractor, decode_manifest, make_manifest, manifest_too_big,
@@ -102,8 +103,7 @@ _GRAPH_HEADROOM = 16 << 20
 INT8_RECIPE = "static_wi8_ai8, float32 inputs/outputs"
 #: int8 pass/fail thresholds, as ``fxexport.edge.DEFAULT_THRESHOLDS["int8"]`` (cosine >= 0.98, max error
 #: <= 0.25 of the output's largest magnitude) in ``Tolerance`` keyword arguments
-INT8_TOLERANCE: dict[str, Any] = {"rtol": 0.0, "atol": 0.0, "range_atol": 0.25, "max_mismatch": 0.0,
-                                  "min_cosine": 0.98, "check_dtype": True, "dtype_floor": False}
+INT8_TOLERANCE: dict[str, Any] = dataclasses.asdict(PRECISION_TOLERANCES["int8"])
 INSTALL_HINT = "install it with: pip install 'fxexport[litert]' (litert-torch, ai-edge-litert, ai-edge-quantizer)"
 _FILE_IDENTIFIER = b"TFL3"
 

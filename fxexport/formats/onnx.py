@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -45,6 +46,7 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
+from fxexport.compare import PRECISION_TOLERANCES
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
 from fxexport.formats import common as _common
@@ -827,10 +829,7 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
 #: :func:`fxexport.edge.optimize` writes: edge's fp16 and int8 thresholds as tolerances
 #: (every element within ``range_atol`` of the output's largest magnitude, and a cosine floor)
 VARIANT_TOLERANCES: dict[str, dict[str, Any]] = {
-    "fp16": {"rtol": 0.0, "atol": 0.0, "range_atol": 2e-2, "max_mismatch": 0.0, "min_cosine": 0.999,
-             "check_dtype": True, "dtype_floor": False},
-    "int8": {"rtol": 0.0, "atol": 0.0, "range_atol": 0.25, "max_mismatch": 0.0, "min_cosine": 0.98,
-             "check_dtype": True, "dtype_floor": False},
+    p: dataclasses.asdict(PRECISION_TOLERANCES[p]) for p in ("fp16", "int8")
 }
 
 

@@ -71,6 +71,7 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
+from fxexport.compare import PRECISION_TOLERANCES
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
 from fxexport.formats.base import ArtifactIO, Session
 from fxexport.manifest import Manifest
@@ -99,8 +100,7 @@ NNCF_SETTINGS: dict[str, Any] = {"preset": "performance", "model_type": None, "f
                                  "target_device": "CPU"}
 #: int8 pass/fail thresholds, as ``fxexport.edge.DEFAULT_THRESHOLDS["int8"]`` (cosine >= 0.98, max error
 #: <= 0.25 of the output's largest magnitude) in ``Tolerance`` keyword arguments
-INT8_TOLERANCE: dict[str, Any] = {"rtol": 0.0, "atol": 0.0, "range_atol": 0.25, "max_mismatch": 0.0,
-                                  "min_cosine": 0.98, "check_dtype": True, "dtype_floor": False}
+INT8_TOLERANCE: dict[str, Any] = dataclasses.asdict(PRECISION_TOLERANCES["int8"])
 
 _PRECISIONS = {  # IR port precision / element type -> torch dtype name
     "fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16", "bf16": "bfloat16",
