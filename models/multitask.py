@@ -90,7 +90,8 @@ class MultiTaskNet(nn.Module):
     def forward(self, x):
         feats = self.trunk(x)
         size = x.shape[-2:]
-        return {"logits": self.cls_head(feats), "seg": self.seg_head(feats, size), "depth": self.depth_head(feats, size)}
+        return {"logits": self.cls_head(feats), "seg": self.seg_head(feats, size),
+                "depth": self.depth_head(feats, size)}
 
 
 def build(num_classes: int = 10, seg_classes: int = 5, width: int = 16, seed: int = 0) -> MultiTaskNet:

@@ -40,11 +40,11 @@ def run(args) -> list[dict]:
         model = torchvision.models.get_model(name, weights=None).eval()
         nodes = _pick_nodes(tv_fx.get_graph_node_names(model, suppress_diff_warning=True)[1])
 
-        def ours():
+        def ours(model=model, nodes=nodes):
             fxexport.get_graph_node_names(model, suppress_diff_warning=True)
             fxexport.create_feature_extractor(model, nodes, suppress_diff_warning=True)
 
-        def theirs():
+        def theirs(model=model, nodes=nodes):
             tv_fx.get_graph_node_names(model, suppress_diff_warning=True)
             tv_fx.create_feature_extractor(model, nodes, suppress_diff_warning=True)
 

@@ -14,7 +14,6 @@ from fxexport.models import (
     default_input_shape,
     extractor_from_info,
     load_model,
-    load_weights,
     model_from_info,
     model_info,
     parse_model_kwargs,
