@@ -11,7 +11,7 @@ EXTRAS ?= test,timm,edge,zoo,openvino,litert
 # When this make started (ns since the epoch): `make demo` reports how long the set-up before it took.
 START_NS := $(shell date +%s%N)
 
-.PHONY: demo test test-all zoo bench install clean
+.PHONY: demo test test-all lint zoo bench install clean
 
 install: $(EXTRAS_STAMP)
 
@@ -36,6 +36,9 @@ demo: $(BASE)
 
 test: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q
+
+lint: $(EXTRAS_STAMP)
+	$(PY) -m ruff check .
 
 test-all: $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"
