@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -155,12 +154,10 @@ def test_cpp_program_refuses_a_package_built_for_missing_cpu_features(artifacts_
 def test_build_is_cached_and_keyed_on_sources(tmp_path, monkeypatch):
     exe = cpp_program()
     mtime = exe.stat().st_mtime_ns
-    start = time.perf_counter()
     from fxexport.cpp import build_cpp_example
 
     assert build_cpp_example(exe.parent) == exe
-    assert time.perf_counter() - start < 30  # no compile: hashing and a stat
-    assert exe.stat().st_mtime_ns == mtime
+    assert exe.stat().st_mtime_ns == mtime  # not rebuilt: the cached binary was kept
     exe.chmod(0o644)  # a cached binary that lost its exec bit is fixed, not rebuilt
     assert build_cpp_example(exe.parent) == exe and os.access(exe, os.X_OK)
     assert exe.stat().st_mtime_ns == mtime

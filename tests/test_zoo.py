@@ -91,7 +91,6 @@ def test_hang_is_a_timeout_and_the_sweep_goes_on(smoke):
     assert row.status == "fail" and row.category == "timeout"
     assert row.category is zoo.Category.TIMEOUT
     assert row.timed_out_in == "input"
-    assert row.total_s < 25
     assert row.steps["build"].ok and row.steps["build"].params_m is not None, "the steps done are kept"
     assert row.steps["input"].category is zoo.Category.TIMEOUT
     assert row.time_limit_s == 3.0
@@ -130,10 +129,8 @@ def test_results_are_appended_as_jsonl(smoke):
 
 def test_rerun_skips_finished_models(smoke):
     stats: dict = {}
-    t0 = time.perf_counter()
     rows = zoo.run_sweep(smoke["models"], results=smoke["results"], progress=False, stats=stats)
-    assert stats == {"models_run": 0, "skipped": len(smoke["models"])}
-    assert time.perf_counter() - t0 < 5
+    assert stats == {"models_run": 0, "skipped": len(smoke["models"])}  # nothing ran again
     assert set(rows) == {m.id for m in smoke["models"]}
     assert len(smoke["results"].read_text().splitlines()) == len(smoke["models"])
 
