@@ -32,11 +32,14 @@ from typing import Any
 
 from fxexport._version import __version__
 from fxexport.errors import VerificationError, one_line
+from fxexport.preprocess import PreprocessEntry
 
 __all__ = ["Manifest", "TensorSpec", "FORMAT_VERSION", "MANIFEST_KEY", "MAX_MANIFEST_BYTES", "KNOWN_DTYPES",
-           "current_versions"]
+           "current_versions", "concrete_args_entry"]
 
-FORMAT_VERSION = 1
+#: 2: ``preprocess`` (the image preprocessing record and its source) and ``concrete_args`` (forward
+#: arguments fixed while tracing); version-1 manifests (neither field) are still read.
+FORMAT_VERSION = 2
 #: the key (or name) a format stores the manifest under, where it has one (ONNX metadata, package metadata, ...)
 MANIFEST_KEY = "fxexport"
 #: A manifest is a few KB; one over this many bytes is refused unread (it is not fxexport's).
@@ -188,6 +191,41 @@ def _check_model(model: Any) -> dict[str, Any]:
     return model
 
 
+def _check_concrete(value: Any) -> dict[str, dict[str, Any]]:
+    """``concrete_args``: ``{arg: {"auto": bool, "value": null|bool|number|string}}`` (or ``"type"`` instead of
+    a value that is not a JSON scalar)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in _obj(value, "concrete_args").items():
+        where = f"concrete_args[{name!r}]"
+        entry = _obj(entry, where)
+        if not isinstance(entry.get("auto"), bool):
+            raise _bad(f"{where}.auto", "true or false", entry.get("auto"))
+        if "value" in entry:
+            v = entry["value"]
+            if not (v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and v == v)):
+                raise _bad(f"{where}.value", "null, a boolean, a number or a string", v)
+        else:
+            _str(entry.get("type"), f"{where}.type", empty=False)
+        out[name] = dict(entry)
+    return out
+
+
+def concrete_args_entry(values: Any, auto: Any = ()) -> dict[str, dict[str, Any]]:
+    """The manifest's ``concrete_args`` from ``{arg: value}`` (``auto``: the names fxexport fixed itself,
+    optional arguments that default to None). A value that is not a JSON scalar is recorded by its type.
+
+    Example:
+        >>> concrete_args_entry({"mask": None, "scale": 2.0}, auto=["mask"])
+        {'mask': {'auto': True, 'value': None}, 'scale': {'auto': False, 'value': 2.0}}
+    """
+    auto = set(auto or ())
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in dict(values or {}).items():
+        scalar = v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and v == v)
+        out[str(name)] = {"auto": name in auto, **({"value": v} if scalar else {"type": type(v).__name__})}
+    return out
+
+
 @dataclass
 class TensorSpec:
     """Name, shape and dtype of one input or flat output.
@@ -256,6 +294,11 @@ class Manifest:
             settings for edge variants, ...). Exporters store the nested output
             structure as ``extra["output_tree"]`` (format in :mod:`fxexport.flatten`;
             ``fxexport.unflatten(manifest, flat)`` rebuilds the dict from it).
+        preprocess: how an image becomes the image input (a
+            :class:`~fxexport.preprocess.PreprocessEntry`: the record, the input it feeds, and its
+            source ``"flag"`` / ``"manifest"`` / ``"spec default"``), or None (format version 2).
+        concrete_args: forward arguments fixed while tracing, ``{arg: {"auto": bool, "value": ...}}``
+            (``auto``: an optional argument defaulting to None that fxexport fixed; format version 2).
     """
 
     format: str
@@ -270,6 +313,8 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    preprocess: PreprocessEntry | None = None
+    concrete_args: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def output_names(self) -> list[str]:
@@ -283,6 +328,12 @@ class Manifest:
         data = dataclasses.asdict(self)
         data["inputs"] = [t.to_dict() for t in self.inputs]
         data["outputs"] = [t.to_dict() for t in self.outputs]
+        # version-2 fields are written only when set, so a manifest without them reads as before
+        data.pop("preprocess", None)
+        if self.preprocess is not None:
+            data["preprocess"] = self.preprocess.to_dict()
+        if not data.get("concrete_args"):
+            data.pop("concrete_args", None)
         return data
 
     def to_json(self, indent: int | None = None) -> str:
@@ -339,6 +390,15 @@ class Manifest:
             kwargs["versions"] = _str_map(data["versions"], "versions")
         if "extra" in data:
             kwargs["extra"] = _check_extra(data["extra"])
+        if version >= 2:  # version 1 has neither field (a key of that name there is ignored, as unknown)
+            if data.get("preprocess") is not None:
+                entry = PreprocessEntry.from_dict(data["preprocess"], "preprocess")
+                if entry.input not in [t.name for t in kwargs["inputs"]]:
+                    raise VerificationError(f"manifest field 'preprocess.input' names {_show(entry.input)}, which is "
+                                            f"not one of the inputs {[t.name for t in kwargs['inputs']]}")
+                kwargs["preprocess"] = entry
+            if data.get("concrete_args") is not None:
+                kwargs["concrete_args"] = _check_concrete(data["concrete_args"])
         return cls(**kwargs)
 
     @classmethod
