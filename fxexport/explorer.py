@@ -271,11 +271,14 @@ button { font: inherit; padding: 3px 8px; border: 1px solid #b9c0d0; background:
 .stages .label { color: var(--muted); }
 .chip { background: var(--stage); border-color: #e2c766; margin: 1px 2px; font-family: ui-monospace, monospace;
   font-size: 12px; }
-.head, .row { display: grid; grid-template-columns: minmax(14em, 2fr) minmax(8em, 1fr) minmax(8em, 1fr) 6em 9em;
-  gap: 8px; padding: 1px 12px; }
+.head, .row { display: flex; gap: 8px; padding: 1px 12px; }
+.head > span:nth-child(1), .row > .name { flex: 2 1 14em; min-width: 0; }
+.head > span:nth-child(2), .head > span:nth-child(3), .row > .op, .row > .shape { flex: 1 1 8em; min-width: 0; }
+.head > span:nth-child(4), .row > .dtype { flex: 0 0 6em; }
+.head > span:nth-child(5), .row > .marks { flex: 0 0 9em; }
 .head { color: var(--muted); border-bottom: 1px solid var(--line); padding-top: 4px; padding-bottom: 4px; }
 #rows { overflow: auto; flex: 1 1 auto; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
-.row { cursor: pointer; border-bottom: 1px solid #f2f3f7; }
+.row { cursor: pointer; border-bottom: 1px solid #f2f3f7; content-visibility: auto; contain-intrinsic-size: auto 19px; }
 .row[hidden] { display: none; }
 .row:hover { background: #f3f6fc; }
 .row.group { color: #39415a; }
