@@ -510,6 +510,9 @@ fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime
     p.add_argument("--html", metavar="FILE.html", default=None,
                    help="also write the report as a self-contained page (per runtime and output: max error vs "
                         "tolerance, cosine)")
+    p.add_argument("--localize", action="store_true",
+                   help="also name the first node where an .onnx artifact diverges from eager (on the first failing "
+                        "input; exit codes unchanged)")
     _common(p, json_help="print the report as JSON")
 
 
@@ -552,7 +555,7 @@ def cmd_verify(args) -> int:
         report = verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
                         n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
                         weights=args.weights if extractor is None else None, runtimes=args.runtime,
-                        trust_model_spec=args.trust_model_spec)
+                        trust_model_spec=args.trust_model_spec, localize=args.localize)
     if args.report:
         report.to_json(args.report)
     if args.html:

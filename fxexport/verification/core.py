@@ -131,6 +131,7 @@ def verify(
     weights: str | Path | None = None,
     tolerances: Tolerance | Mapping[str, Tolerance | Mapping[str, Any]] | None = None,
     trust_model_spec: bool = False,
+    localize: bool = False,
 ) -> VerifyReport:
     """Run exported artifacts and the eager extractor on the same inputs; compare every output.
 
@@ -173,6 +174,11 @@ def verify(
             author you trust. The artifact itself is always run: an ``.onnx`` in
             onnxruntime is data, but a TorchScript ``.pt`` is a program and an
             AOTInductor ``.pt2`` loads a compiled shared library (native code).
+        localize: also find the first FX node where an artifact diverges
+            (:func:`fxexport.verification.localize.localize`): for each artifact that
+            failed, on the first input that failed; when all pass, for the first artifact
+            on the first input (a faithful export localizes to nothing). The results are
+            ``report.localization``; ``report.ok`` does not change.
 
     Returns:
         A :class:`~fxexport.verification.VerifyReport`; ``report.ok`` is True when every
@@ -234,6 +240,7 @@ def verify(
     notes: list[str] = []
     timings: dict[str, float] = {}
 
+    model = None  # the model a rebuilt reference comes from (localization names nodes by it)
     if extractor is None:
         extractor, model = rebuild_extractor(manifest, None if weights is None else str(weights),
                                              trust_model_spec=trust_model_spec)
@@ -321,6 +328,10 @@ def verify(
                           rtol=float(rtol), atol=float(atol), notes=notes, timings=timings)
     if not report.ok:
         _explain_failures(report, extractor, input_sets, refs, manifest)
+    if localize:
+        t0 = time.perf_counter()
+        report.localization = _localize(report, targets, input_sets, extractor, model)
+        timings["localize"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     return report
 
@@ -383,6 +394,35 @@ def _compare_outputs(raw, declared: list[str], ref: Mapping[str, torch.Tensor], 
             check.problems.insert(0, Problem(ProblemKind.POSITION, f"at position {check.position}, expected {pos}"))
         checks.append(check)
     return checks
+
+
+def _localize(report: VerifyReport, targets: Sequence[Target], input_sets: list, extractor, model) -> list:
+    """One localization per artifact (and runtime) that failed, on its first failing input; when nothing
+    failed, one for the first target on its first input. A localization that cannot run says why."""
+    from fxexport.verification.localize import Localization
+    from fxexport.verification.localize import localize as localize_one
+
+    chosen: list[tuple[Target, int]] = []
+    for target in targets:
+        failed = [c.input_index for c in report.checks if not c.ok and c.artifact == str(target.path)
+                  and c.runtime == target.runtime and c.input_index is not None]
+        if failed:
+            chosen.append((target, min(failed)))
+    if not chosen and targets:
+        first = next((c.input_index for c in report.checks if c.artifact == str(targets[0].path)
+                      and c.input_index is not None), 0)
+        chosen.append((targets[0], first))
+    results = []
+    for target, i in chosen:
+        try:
+            results.append(localize_one(target.path, extractor, input_sets[i], manifest=target.manifest, model=model,
+                                        runtime=target.runtime, input_index=i))
+        except Exception as err:  # noqa: BLE001 - localization explains a mismatch; it never hides the report
+            loc = Localization(artifact=str(target.path), runtime=target.runtime, method="failed", input_index=i,
+                               input_shapes=[list(t.shape) for t in input_sets[i]])
+            loc.notes.append(f"localization failed: {_one_line(err)}")
+            results.append(loc)
+    return results
 
 
 def _name_checks(declared: list[str], expected: list[str], runtime: str, label: str) -> list[OutputCheck]:

@@ -45,6 +45,9 @@ class VerifyReport:
         rtol / atol: the default tolerance :func:`fxexport.verify` was given.
         notes: explanations (e.g. the reference is nondeterministic).
         timings: seconds spent in ``reference``, ``<runtime>.load``, ``<runtime>.run``, ``compare``.
+        localization: with ``verify(..., localize=True)``, one
+            :class:`~fxexport.verification.localize.Localization` per artifact localized
+            (the first FX node where it diverges from eager); empty otherwise.
     """
 
     checks: list[OutputCheck]
@@ -54,6 +57,7 @@ class VerifyReport:
     atol: float
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    localization: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +89,9 @@ class VerifyReport:
             return f"verify NOT VERIFIED: nothing was compared; {head}"
         failures = self.failures
         what = f"; worst: '{failures[0].name}' in {failures[0].runtime}: {failures[0].problems[0]}" if failures else ""
-        return f"verify FAIL: {n_fail} of {len(rows)} output(s) failed; {head}{what}"
+        first = next((loc.first for loc in self.localization if loc.first is not None), None)
+        where = f"; first diverging node: '{first.node}' ({first.op})" if first is not None else ""
+        return f"verify FAIL: {n_fail} of {len(rows)} output(s) failed; {head}{what}{where}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``ok``, ``summary``, artifacts, inputs, tolerances, notes, timings and every check."""
@@ -99,6 +105,7 @@ class VerifyReport:
             "notes": list(self.notes),
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
             "checks": [c.to_dict() for c in self.checks],
+            "localization": [loc.to_dict() for loc in self.localization],
         }
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
@@ -169,6 +176,7 @@ class VerifyReport:
         inputs = "; ".join(", ".join("x".join(map(str, s)) for s in shapes) for shapes in self.inputs)
         parts.append(Text(f"inputs: {inputs}"))
         parts.extend(Text(f"note: {n}", style="yellow") for n in self.notes)
+        parts.extend(self.localization)  # each renders itself (rich)
         return Group(*parts)
 
     def render(self, width: int = 140) -> str:
