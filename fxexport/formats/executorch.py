@@ -30,13 +30,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,7 +44,8 @@ from fxexport.errors import ExportError, InvalidInputError, VerificationError, o
 from fxexport.flatten import FlatOutputs
 from fxexport.formats import common as _common
 from fxexport.formats.base import ArtifactIO, Session
-from fxexport.formats.common import Plan, make_manifest, plan, preserved_state, quiet, quiet_logger, sidecar_path
+from fxexport.formats.common import (Plan, make_manifest, native_stderr_silenced, plan, preserved_state, quiet,
+                                     quiet_logger, sidecar_path)
 from fxexport.manifest import Manifest
 
 __all__ = ["NAME", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "export", "export_executorch", "read_manifest", "describe",
@@ -193,7 +192,7 @@ def load_executorch(path: str | os.PathLike):
         raise VerificationError(f"cannot run '{path}': the ExecuTorch runtime is not available; {INSTALL_HINT}"
                                 ) from err
     try:
-        with _native_stderr_silenced():  # XNNPACK's cpuinfo logs five lines on the first load
+        with native_stderr_silenced():  # XNNPACK's cpuinfo logs five lines on the first load
             program = Runtime.get().load_program(str(path))
             return program.load_method("forward")
     except Exception as err:  # noqa: BLE001
@@ -231,23 +230,6 @@ def _quiet_import():
     return quiet_logger("torch.utils._pytree")
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 (where C++ logs go) to /dev/null for the duration; Python errors still raise."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _check_program(tmp: Path, path: Path, p: Plan) -> None:

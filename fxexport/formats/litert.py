@@ -56,7 +56,6 @@ import hashlib
 import linecache
 import mmap
 import os
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -71,7 +70,7 @@ from fxexport.compare import PRECISION_TOLERANCES
 from fxexport.errors import ExportError, InvalidInputError, VerificationError
 from fxexport.errors import one_line
 from fxexport.formats.common import (Plan, check_extractor, decode_manifest, make_manifest, manifest_too_big,
-                                     parse_manifest, plan, preserved_state, quiet)
+                                     native_stderr_silenced, parse_manifest, plan, preserved_state, quiet)
 from fxexport.flatten import FlatOutputs
 from fxexport.formats.base import ArtifactIO, Session
 from fxexport.manifest import MANIFEST_KEY, MAX_MANIFEST_BYTES, Manifest
@@ -654,7 +653,7 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        with _native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             interpreter = Interpreter(model_path=where, num_threads=int(threads or max(1, torch.get_num_threads())))
             runner = interpreter.get_signature_runner(str(io.facts["signature"]))
     except Exception as err:  # noqa: BLE001
@@ -683,7 +682,7 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
                 arr = np.clip(np.round(arr / scale) + zero, info.min, info.max)
             feeds[name] = np.ascontiguousarray(arr, dtype=dtypes[name])
         if state["first"]:  # XNNPACK announces itself on stderr when it first prepares the graph
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 out = runner(**feeds)
             state["first"] = False
         else:
@@ -867,7 +866,7 @@ def _converter_quiet() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with _native_stderr_silenced(), warnings.catch_warnings():
+        with native_stderr_silenced(), warnings.catch_warnings():
             # the quantizer's calibration interpreter warns that it keeps every tensor (it must)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"ai_edge_litert\..*")
             yield
@@ -880,20 +879,3 @@ def _converter_quiet() -> Iterator[None]:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Send file descriptor 2 (where the C++ converter and interpreter log) to /dev/null for the duration."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
