@@ -16,8 +16,8 @@ For each model (seeded random weights, its default input):
 
 The load average is printed beside the figures: the two cores may be shared.
 
-Run: ``.venv/bin/python scripts/bench_explorer.py [--models maxvit_t,resnet18] [--json FILE]``
-(needs Debian's chromium and chromium-driver, as the browser tests).
+Run: ``.venv/bin/python scripts/bench_explorer.py [--models maxvit_t,resnet18] [--json FILE]``, or
+``scripts/bench.py explorer [--quick]`` (needs Debian's chromium and chromium-driver, as the browser tests).
 """
 
 from __future__ import annotations
@@ -138,6 +138,23 @@ def bench_model(browser, name: str, args) -> list[dict]:
         "key max ms": round(max(k[1] for k in keys), 1), "after typing": shown,
         "console errors": len(errors), "load": _load(),
     }]
+
+
+def run(args) -> list[dict]:
+    """The suite for ``scripts/bench.py explorer`` (``--quick``: resnet18, fewer loads)."""
+    import browser as harness
+
+    quick = getattr(args, "quick", False)
+    opts = argparse.Namespace(models="resnet18" if quick else "maxvit_t", loads=2 if quick else 5, query="block",
+                              repeats=1 if quick else 3)
+    what = harness.missing()
+    if what is not None:
+        raise SystemExit(f"bench explorer: {what} not found: {harness.SKIP_REASON}")
+    rows = []
+    with harness.open_browser() as browser:
+        for name in opts.models.split(","):
+            rows += bench_model(browser, name, opts)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
