@@ -35,7 +35,8 @@ from torch import nn
 from fxexport.compare import Scratch, Tolerance, compare_tensors, dtype_name
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import OutputSpec, check_example_inputs, flatten, forward_input_names
-from fxexport.manifest import MAX_MANIFEST_BYTES, Manifest, TensorSpec, current_versions
+from fxexport.manifest import MAX_MANIFEST_BYTES, Manifest, TensorSpec, concrete_args_entry, current_versions
+from fxexport.preprocess import export_entry
 
 __all__ = [
     "DYNAMIC_DIMS", "SECOND_SIZE_STEP", "SELF_CHECK_RANGE", "Plan", "plan", "check_extractor", "normalize_dynamic",
@@ -122,7 +123,15 @@ def check_input_names(input_names: Sequence[str] | None, default: Sequence[str],
 
 def dynamic_axes(inputs: Sequence[torch.Tensor], dynamic: Sequence[str], input_names: Sequence[str]
                  ) -> list[dict[int, str]]:
-    """Per input, ``{axis: dim name}``: batch is axis 0, height/width the last two axes."""
+    """Per input, ``{axis: dim name}``: batch is axis 0, height/width the last two axes.
+
+    Each dim applies to every input that has it (height/width: inputs of 3 dims or more); a dim
+    no input has is an :class:`InvalidInputError`.
+
+    Example:
+        >>> dynamic_axes([torch.zeros(1, 3, 8, 8), torch.zeros(1, 10)], ("batch", "height"), ["image", "meta"])
+        [{0: 'batch', 2: 'height'}, {0: 'batch'}]
+    """
     axes: list[dict[int, str]] = []
     for t, name in zip(inputs, input_names):
         a: dict[int, str] = {}
@@ -132,6 +141,8 @@ def dynamic_axes(inputs: Sequence[torch.Tensor], dynamic: Sequence[str], input_n
             else:
                 need, axis = 3, t.dim() - (2 if d == "height" else 1)
             if t.dim() < need:
+                if len(inputs) > 1 and any(u.dim() >= need for u in inputs):
+                    continue  # another input has it
                 raise InvalidInputError(
                     f"dynamic dim '{d}' needs input '{name}' to have at least {need} dims (N, C, H, W), "
                     f"but its shape is {tuple(t.shape)}; drop '{d}' from dynamic"
@@ -414,22 +425,35 @@ def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | s
                   opset: int | None, model_info: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None
                   ) -> Manifest:
     """The manifest of an artifact of format ``fmt`` made from plan ``p`` (the flat outputs, their shapes as the
-    artifact declares them, the node map, mode, dynamic dims, versions and ``extra["output_tree"]``)."""
+    artifact declares them, the node map, mode, dynamic dims, versions and ``extra["output_tree"]``).
+
+    ``model_info`` is the manifest's ``model`` entry; two keys of it are not: ``"preprocess"`` (a
+    :class:`~fxexport.preprocess.Preprocess`, a ``PreprocessEntry`` or ``{field: value}`` given explicitly)
+    and ``"image_input"`` (the input images feed) become ``manifest.preprocess``
+    (:func:`fxexport.preprocess.export_entry`: else the spec's default). The forward arguments the
+    extractor fixed while tracing become ``manifest.concrete_args``."""
     outputs = [TensorSpec(n, list(s), dtype_name(t.dtype)) for n, s, t in zip(p.spec.names, output_shapes, p.flat)]
     ext = {"output_tree": p.spec.to_tree()}
     ext.update(extra or {})
+    info = dict(model_info or {})
+    inputs = input_specs(p)
+    pre = export_entry(info.pop("preprocess", None), inputs, spec=info.get("spec"),
+                       image_input=info.pop("image_input", None))
     return Manifest(
         format=fmt,
-        inputs=input_specs(p),
+        inputs=inputs,
         outputs=outputs,
         nodes=dict(p.nodes),
         mode="train" if p.training else "eval",
         dynamic=list(p.dynamic),
-        model=dict(model_info or {}),
+        model=info,
         exporter=exporter,
         opset=opset,
         versions=current_versions(),
         extra=ext,
+        preprocess=pre,
+        concrete_args=concrete_args_entry(getattr(p.extractor, "concrete_args", None),
+                                          getattr(p.extractor, "auto_concrete_args", ())),
     )
 
 
