@@ -28,19 +28,24 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 import itertools
+import operator
+import re
 import types
 import warnings
 from collections import OrderedDict
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx, nn
+from torch.fx import _symbolic_trace
 from torch.fx.graph_module import _CodeOnlyModule, _format_import_block, _forward_from_src
 from torch.package import sys_importer
 
 from fxexport import _inplace
-from fxexport.errors import NodeNotFoundError, TraceError
+from fxexport.errors import InvalidInputError, NodeNotFoundError, TraceError
 from fxexport.tracing import NodePathTracer, default_tracer_kwargs
 
 __all__ = ["get_graph_node_names", "create_feature_extractor", "FeatureExtractor", "trace_graph"]
@@ -89,12 +94,87 @@ def _warn_graph_differences(train_tracer: NodePathTracer, eval_tracer: NodePathT
                   stacklevel=3)
 
 
+def optional_none_args(model: Any) -> list[str]:
+    """The arguments of ``model.forward`` after the first that default to None (``mask=None``): traced as Proxies
+    they take the branch for a given value, so fxexport fixes them to None (``concrete_args``) unless told otherwise.
+
+    Example:
+        >>> class Net(nn.Module):
+        ...     def forward(self, x, mask=None, *, scale=None, flag=False):
+        ...         return x
+        >>> optional_none_args(Net())
+        ['mask', 'scale']
+    """
+    try:
+        params = list(inspect.signature(getattr(model, "forward", model)).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    first = positional[0].name if positional else None
+    return [p.name for p in params if p.name != first and p.default is None
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _concrete_plan(model: Any, concrete_args: Any) -> tuple[Any, "OrderedDict[str, Any]", list[str]]:
+    """(what FX gets, the fixed arguments, the ones fixed automatically).
+
+    The user's ``concrete_args`` come first; an entry that is ``torch.fx.PH`` keeps that argument an
+    input (and is not passed on, so the input keeps its own name). Every other optional argument
+    that defaults to None is fixed to None.
+    """
+    if concrete_args is not None and not isinstance(concrete_args, Mapping):
+        return concrete_args, OrderedDict(), []  # a tuple: FX's own form, passed through as it is
+    given = dict(concrete_args or {})
+    kept = OrderedDict((k, v) for k, v in given.items() if v is not fx.PH)
+    auto = [name for name in optional_none_args(model) if name not in given]
+    for name in auto:
+        kept[name] = None
+    return (dict(kept) if kept else None), kept, auto
+
+
+def _strip_concrete_guards(graph: fx.Graph, tracer: NodePathTracer, fixed: Mapping[str, Any]) -> None:
+    """Remove the placeholder FX keeps for each fixed argument and the assertion nodes it adds on it
+    (``_assert_is_none``, ``eq`` + ``_assert``): they are no nodes of the model, no inputs of an export.
+
+    Only for arguments fixed to a plain value (no ``PH`` inside) under the default code generation
+    (a pytree-structured concrete argument keeps FX's signature).
+    """
+    if not fixed or type(graph._codegen) is not fx.graph.CodeGen:
+        return
+    plain = [n for n, v in fixed.items() if not any(isinstance(leaf, _symbolic_trace.PHBase)
+                                                     for leaf in pytree.tree_leaves(v))]
+    if not plain:
+        return
+    pattern = re.compile("(" + "|".join(re.escape(n) for n in plain) + r")_[0-9]+")
+    assert_none = getattr(_symbolic_trace, "_assert_is_none", None)
+
+    def erase(node: fx.Node) -> None:
+        tracer.node_to_qualname.pop(node, None)
+        graph.erase_node(node)
+
+    for node in [n for n in graph.nodes if n.op == "placeholder" and pattern.fullmatch(str(n.target))]:
+        for user in list(node.users):
+            if user.op == "call_function" and user.target is assert_none and not user.users:
+                erase(user)
+            elif (user.op == "call_function" and user.target is operator.eq
+                  and all(u.op == "call_function" and u.target is torch._assert and not u.users for u in user.users)):
+                for u in list(user.users):
+                    erase(u)
+                erase(user)
+        if not node.users:
+            erase(node)
+
+
 def trace_graph(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: dict[str, Any] | None = None
                 ) -> tuple[NodePathTracer, fx.Graph]:
     """Trace ``model`` (in its current train/eval mode) with a :class:`NodePathTracer`; return the tracer
     (whose ``node_to_qualname`` holds the node names) and the graph.
 
     ``tracer_kwargs`` are the tracer's arguments (:func:`fxexport.tracing.default_tracer_kwargs`).
+    Optional forward arguments after the first that default to None are fixed to None
+    (:func:`optional_none_args`; the user's ``concrete_args`` win, ``torch.fx.PH`` keeps an input);
+    the placeholders and assertion nodes FX adds for fixed arguments are removed. The tracer's
+    ``concrete_args`` holds what was fixed and ``auto_concrete_args`` the names fixed automatically.
     A failure becomes a :class:`TraceError` that names the module and what would work.
 
     Example:
@@ -102,10 +182,18 @@ def trace_graph(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: 
         >>> tracer, graph = trace_graph(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), default_tracer_kwargs(None, None))
         >>> list(tracer.node_to_qualname.values())
         ['input', '0', '1']
+        >>> class Masked(nn.Module):
+        ...     def forward(self, x, mask=None):
+        ...         return x if mask is None else x * mask
+        >>> tracer, graph = trace_graph(Masked(), default_tracer_kwargs(None, None))
+        >>> list(tracer.node_to_qualname.values()), tracer.auto_concrete_args
+        (['x'], ['mask'])
     """
     tracer = NodePathTracer(**tracer_kwargs)
+    fx_args, fixed, auto = _concrete_plan(model, concrete_args)
+    tracer.concrete_args, tracer.auto_concrete_args = fixed, auto
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args)
+        graph = tracer.trace(model, concrete_args=fx_args)
     except Exception as err:
         mode = "train" if model.training else "eval"
         where = (f"in module '{tracer.failed_module[0] or '<top level>'}' ({tracer.failed_module[1]})"
@@ -117,6 +205,7 @@ def trace_graph(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: 
             f"Make that module a leaf with leaf_modules=[{leaf}], "
             f"or wrap the failing function with tracer_kwargs={{'autowrap_functions': [fn]}}"
         ) from err
+    _strip_concrete_guards(graph, tracer, fixed)
     return tracer, graph
 
 
@@ -238,6 +327,10 @@ class FeatureExtractor(fx.GraphModule):
         inplace_probe_pending: the current mode's outputs that only a module or
             function of unknown behaviour could overwrite; the first eager call
             decides (and then this is empty).
+        concrete_args: the forward arguments fixed while tracing (``{name: value}``):
+            the user's ``concrete_args`` and, in ``auto_concrete_args``, the optional
+            arguments defaulting to None that fxexport fixed itself. They are no inputs
+            of the graph; a call may still pass them, with the same value.
 
     Build one with :func:`create_feature_extractor`.
 
@@ -260,14 +353,16 @@ class FeatureExtractor(fx.GraphModule):
 
     # TorchScript compiles properties unless told not to; these are Python-side metadata.
     __jit_unused_properties__ = [*fx.GraphModule.__jit_unused_properties__, "return_nodes_map", "resolved_nodes",
-                                 "copied_before_inplace", "inplace_probe_pending"]
+                                 "copied_before_inplace", "inplace_probe_pending", "concrete_args",
+                                 "auto_concrete_args"]
 
     def __init__(self, root: nn.Module, train_graph: fx.Graph, eval_graph: fx.Graph,
                  class_name: str = "GraphModule",
                  return_nodes: Mapping[str, Mapping[str, str]] | None = None,
                  resolved: Mapping[str, Mapping[str, str]] | None = None,
                  training: bool = True,
-                 inplace: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 inplace: Mapping[str, Mapping[str, Any]] | None = None,
+                 concrete: Mapping[str, Any] | None = None) -> None:
         super(fx.GraphModule, self).__init__()
         self.__class__.__name__ = class_name  # per-instance class (fx.GraphModule.__new__), as torchvision does
         self._class_name = class_name
@@ -289,6 +384,10 @@ class FeatureExtractor(fx.GraphModule):
         self._copied = {m: OrderedDict(info.get("copied", {}).get(m, {})) for m in ("train", "eval")}
         self._inplace_pending = {m: list(info.get("pending", {}).get(m, ())) for m in ("train", "eval")}
         self._node_qualnames = {m: dict(info.get("qualnames", {}).get(m, {})) for m in ("train", "eval")}
+        # Fixed forward arguments: {"values": {name: value}, "auto": [names], "params": [positional names]}.
+        fixed = concrete or {}
+        self._concrete = {"values": OrderedDict(fixed.get("values", {})), "auto": list(fixed.get("auto", ())),
+                          "params": list(fixed.get("params", ()))}
         if train_graph._tracer_cls is not eval_graph._tracer_cls:
             raise TypeError("train and eval graphs must come from the same tracer class")
         tracer_cls = train_graph._tracer_cls
@@ -320,9 +419,42 @@ class FeatureExtractor(fx.GraphModule):
     def inplace_probe_pending(self) -> tuple[str, ...]:
         return tuple(self._inplace_pending["train" if self.training else "eval"])
 
+    @property
+    def concrete_args(self) -> "OrderedDict[str, Any]":
+        return OrderedDict(self._concrete["values"])
+
+    @property
+    def auto_concrete_args(self) -> tuple[str, ...]:
+        return tuple(self._concrete["auto"])
+
+    def _drop_fixed(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """A call's arguments without the fixed ones (each checked against its value, as FX's guard did)."""
+        values = self._concrete["values"]
+        if not values:
+            return args, kwargs
+        n_inputs = sum(1 for n in self.graph.nodes if n.op == "placeholder")
+        if len(args) <= n_inputs and not any(k in values for k in kwargs):
+            return args, kwargs
+        params = self._concrete["params"]
+        named = list(zip(params, args)) + [(None, a) for a in args[len(params):]]
+        kept = []
+        for name, value in named:
+            if name in values:
+                _check_fixed(name, values[name], value)
+            else:
+                kept.append(value)
+        rest = {}
+        for key, value in kwargs.items():
+            if key in values:
+                _check_fixed(key, values[key], value)
+            else:
+                rest[key] = value
+        return tuple(kept), rest
+
     # -- the first eager call decides the outputs only an unknown op could overwrite -------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs = self._drop_fixed(args, kwargs)
         mode = "train" if self.training else "eval"
         if not self._inplace_pending[mode] or not _inplace.can_probe(args, kwargs):
             return super().__call__(*args, **kwargs)
@@ -382,7 +514,8 @@ class FeatureExtractor(fx.GraphModule):
         FeatureExtractor.__init__(
             res, fake_mod, state["train_graph"], state["eval_graph"], class_name=state["_class_name"],
             return_nodes={"train": state["train_return_nodes"], "eval": state["eval_return_nodes"]},
-            resolved=state["_resolved"], training=state["training"], inplace=_inplace_state(state))
+            resolved=state["_resolved"], training=state["training"], inplace=_inplace_state(state),
+            concrete=state.get("_concrete"))
 
     def __reduce__(self):
         body = self.__dict__.copy()
@@ -422,8 +555,26 @@ def _rebuild_feature_extractor(body: dict[str, Any], sources: dict[str, str],
     module = FeatureExtractor(
         root, graphs["train"], graphs["eval"], class_name=class_name,
         return_nodes={"train": body["train_return_nodes"], "eval": body["eval_return_nodes"]},
-        resolved=body["_resolved"], training=body["training"], inplace=_inplace_state(body))
+        resolved=body["_resolved"], training=body["training"], inplace=_inplace_state(body),
+        concrete=body.get("_concrete"))
     return module
+
+
+def _check_fixed(name: str, fixed: Any, given: Any) -> None:
+    """A fixed argument passed to the extractor must have the value it was traced with (None, a bool, a number,
+    a string; other values are not checked, as FX does not check them)."""
+    if fixed is None:
+        same = given is None
+    elif type(fixed) in (bool, int, float, str):
+        same = type(given) is type(fixed) and given == fixed
+    else:
+        return
+    if not same:
+        raise InvalidInputError(
+            f"argument '{name}' was fixed to {fixed!r} when the extractor was traced (concrete_args), got "
+            f"{type(given).__name__ if not isinstance(given, (bool, int, float, str, type(None))) else repr(given)}; "
+            f"build an extractor with concrete_args={{'{name}': ...}} for another value, or "
+            f"{{'{name}': torch.fx.PH}} to keep it an input")
 
 
 def _inplace_state(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -455,7 +606,10 @@ def get_graph_node_names(
             ``autowrap_modules``, ``autowrap_functions``, ...); torchvision's and
             timm's defaults are added.
         suppress_diff_warning: do not warn when the train and eval graphs differ.
-        concrete_args: arguments of ``forward`` to fix while tracing.
+        concrete_args: arguments of ``forward`` to fix while tracing. Optional arguments
+            (after the first) that default to None, such as timm hiera's ``mask=None``, are
+            fixed to None without being named; a value given here wins, and ``torch.fx.PH``
+            keeps an argument an input. Fixed arguments are no nodes and no inputs.
         leaf_modules: module classes not to trace into (merged with
             ``tracer_kwargs["leaf_modules"]``).
 
@@ -518,7 +672,10 @@ def create_feature_extractor(
         tracer_kwargs: keywords for :class:`NodePathTracer`; torchvision's and
             timm's defaults are added.
         suppress_diff_warning: do not warn when the train and eval graphs differ.
-        concrete_args: arguments of ``forward`` to fix while tracing.
+        concrete_args: arguments of ``forward`` to fix while tracing. Optional arguments
+            (after the first) that default to None, such as timm hiera's ``mask=None``, are
+            fixed to None without being named; a value given here wins, and ``torch.fx.PH``
+            keeps an argument an input. Fixed arguments are no nodes and no inputs.
         leaf_modules: module classes not to trace into.
 
     Raises:
@@ -563,6 +720,7 @@ def create_feature_extractor(
     ordered_nodes: dict[str, OrderedDict] = {}
     resolved: dict[str, OrderedDict] = {}
     inplace: dict[str, dict[str, Any]] = {"copied": {}, "pending": {}, "qualnames": {}}
+    concrete: dict[str, Any] = {}
     try:
         for mode in ("train", "eval"):
             model.train(mode == "train")
@@ -593,6 +751,8 @@ def create_feature_extractor(
                                           if undecided else {})
 
             tracers[mode], graphs[mode] = tracer, graph
+            concrete = {"values": tracer.concrete_args, "auto": tracer.auto_concrete_args,
+                        "params": _positional_params(model)}
             ordered_nodes[mode] = OrderedDict((query, out) for out, (query, _) in outputs.items())
             resolved[mode] = OrderedDict((out, tracer.node_to_qualname[node]) for out, (_, node) in outputs.items())
     finally:
@@ -603,4 +763,13 @@ def create_feature_extractor(
 
     name = type(model).__name__ if isinstance(model, nn.Module) else getattr(model, "__name__", "GraphModule")
     return FeatureExtractor(model, graphs["train"], graphs["eval"], class_name=name,
-                            return_nodes=ordered_nodes, resolved=resolved, training=was_training, inplace=inplace)
+                            return_nodes=ordered_nodes, resolved=resolved, training=was_training, inplace=inplace,
+                            concrete=concrete)
+
+
+def _positional_params(model: Any) -> list[str]:
+    try:
+        params = inspect.signature(getattr(model, "forward", model)).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

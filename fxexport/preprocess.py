@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from fxexport.errors import InvalidInputError, VerificationError
 
 __all__ = ["Preprocess", "PreprocessEntry", "SOURCES", "INTERPOLATIONS", "IMAGE_SUFFIXES", "MAX_SIDE",
-           "spec_default", "resolve", "image_input_index", "read_image", "load_image", "is_image"]
+           "spec_default", "resolve", "export_entry", "image_input_index", "read_image", "load_image", "is_image"]
 
 #: where a record came from: a flag (or the ``preprocess=`` argument), the artifact's manifest, the model spec
 SOURCES = ("flag", "manifest", "spec default")
@@ -508,6 +508,47 @@ def resolve(flags: Preprocess | Mapping[str, Any] | None, recorded: PreprocessEn
     record = (base.record if base is not None else Preprocess()).override(flags)
     return PreprocessEntry(record, input_name, "flag", tuple(f.name for f in fields(Preprocess) if f.name in flags),
                            base.source if base is not None else None)
+
+
+def export_entry(given: Any, inputs: Sequence[Any], *, spec: str | None = None,
+                 image_input: str | None = None) -> PreprocessEntry | None:
+    """The entry an export records for a model with these ``inputs`` (``.name``, ``.shape``).
+
+    ``given`` is what the caller asked for: a :class:`PreprocessEntry` (recorded as it is), a
+    :class:`Preprocess` (source ``"flag"``), ``{field: value}`` for fields given explicitly (over
+    the spec's default), or None: the spec's default (:func:`spec_default`, its crop fitted to a
+    static image size, :meth:`Preprocess.fit`), recorded only when the model has an image input.
+
+    Raises:
+        InvalidInputError: something was given but no input takes images (or ``image_input`` names none).
+
+    Example:
+        >>> from types import SimpleNamespace as S
+        >>> e = export_entry(None, [S(name="x", shape=["batch", 3, 160, 160])], spec="torchvision:resnet18")
+        >>> e.source, e.input, e.record.crop, e.record.effective_resize
+        ('spec default', 'x', (160, 160), 182)
+        >>> export_entry(None, [S(name="x", shape=[1, 10])], spec="torchvision:resnet18") is None
+        True
+    """
+    if given is None and image_input is None:
+        try:
+            k = image_input_index(inputs)
+        except InvalidInputError:
+            return None
+    else:
+        k = image_input_index(inputs, image_input)
+    name, shape = inputs[k].name, list(inputs[k].shape)
+    if isinstance(given, PreprocessEntry):
+        if given.input != name:
+            given = replace(given, input=name)
+        return given
+    default = spec_default(spec)
+    if default is not None and all(_is_int(d) for d in shape[2:]):
+        default = default.fit(shape[2], shape[3])
+    if given is not None and not isinstance(given, (Preprocess, Mapping)):
+        raise InvalidInputError(f"preprocess must be a Preprocess, a PreprocessEntry or {{field: value}}, got "
+                                f"{type(given).__name__}")
+    return resolve(given, None, default, name)
 
 
 # ----------------------------------------------------------------------------- defaults of a model spec
