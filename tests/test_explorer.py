@@ -279,3 +279,15 @@ def test_maxvit_page_stays_usable(browser, tmp_path):
     assert visible_nodes(browser) == [n for n in names if "mlp" in n.lower()]
     browser.screenshot("explorer-maxvit-mlp")
     assert browser.console_errors() == []
+
+
+def test_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    import browser as harness
+
+    monkeypatch.setattr(harness, "CHROMEDRIVER", tmp_path / "no-chromedriver")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no-chromedriver not found under CI=true"):
+        harness.require_browser()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="install Debian's chromium and chromium-driver"):
+        harness.require_browser()
