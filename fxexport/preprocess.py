@@ -409,7 +409,7 @@ class PreprocessEntry:
         >>> PreprocessEntry.from_dict(e.to_dict()) == e
         True
         >>> e.describe()
-        'center crop 4x4, range [0, 1] (input x; from flags: crop)'
+        "center crop 4x4, range [0, 1] (for input 'x'; from flags: crop)"
     """
 
     record: Preprocess
@@ -473,7 +473,7 @@ class PreprocessEntry:
                 origin += f", the rest from the {self.base}"
         elif self.source == "manifest":
             origin = "from the artifact's manifest"
-        return f"{self.record.describe()} (input {self.input}; {origin})"
+        return f"{self.record.describe()} (for input '{self.input}'; {origin})"
 
     def as_manifest(self) -> "PreprocessEntry":
         """This entry as read back from an artifact (``source="manifest"``)."""

@@ -16,6 +16,7 @@ arguments).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,10 +40,13 @@ from fxexport.compare import (
 )
 from fxexport.errors import InvalidInputError, one_line
 from fxexport.manifest import Manifest
+from fxexport.preprocess import Preprocess, PreprocessEntry, image_input_index, resolve, spec_default
 from fxexport.verification.inputs import (
     example_shapes,
     fits,
+    folder_has_images,
     input_budget,
+    load_input_folder,
     make_inputs,
     n_dynamic,
     normalize_inputs,
@@ -51,7 +55,64 @@ from fxexport.verification.inputs import (
 from fxexport.verification.reference import nondeterministic_outputs, rebuild_extractor, run_reference
 from fxexport.verification.report import VerifyReport
 
-__all__ = ["verify", "Target", "plan_targets"]
+__all__ = ["verify", "Target", "plan_targets", "VerifyStep", "preprocess_for"]
+
+
+@dataclass(frozen=True)
+class VerifyStep:
+    """What :func:`verify` just finished, for a ``progress=`` callback: ``done`` of ``total`` steps.
+
+    ``stage`` is ``"reference"`` (the eager extractor on every input), ``"load"`` (a runtime opened an
+    artifact) or ``"run"`` (a runtime ran input ``input_index``); ``ok`` is False when that step failed.
+
+    Example:
+        >>> str(VerifyStep(3, 7, "run", "out/r18.onnx", "onnxruntime", 1))
+        'onnxruntime r18.onnx: input #1'
+    """
+
+    done: int
+    total: int
+    stage: str
+    artifact: str | None = None
+    runtime: str | None = None
+    input_index: int | None = None
+    ok: bool = True
+
+    def __str__(self) -> str:
+        if self.stage == "reference":
+            return "eager reference"
+        where = f"{self.runtime} {Path(self.artifact).name if self.artifact else ''}".strip()
+        return f"{where}: input #{self.input_index}" if self.stage == "run" else f"{where}: loaded"
+
+
+def preprocess_for(manifest: Manifest, preprocess: Preprocess | Mapping[str, Any] | None = None,
+                   image_input: str | None = None) -> PreprocessEntry | None:
+    """The preprocessing images get for ``manifest``'s image input: ``preprocess`` (explicit: a whole
+    record, or ``{field: value}`` over the rest) > the manifest's record > the default of the model
+    spec it records (``torchvision:`` / ``timm:`` names only: nothing a manifest names is imported),
+    fitted to a static image size. None when none applies.
+
+    Example:
+        >>> from fxexport.manifest import TensorSpec
+        >>> m = Manifest("onnx", [TensorSpec("x", ["batch", 3, 64, 64])], [], model={"spec": "torchvision:resnet18"})
+        >>> e = preprocess_for(m)
+        >>> e.source, e.record.crop
+        ('spec default', (64, 64))
+        >>> preprocess_for(m, {"crop": 32}).record.crop, preprocess_for(m, {"crop": 32}).base
+        ((32, 32), 'spec default')
+    """
+    recorded = manifest.preprocess
+    name = image_input if image_input is not None else (recorded.input if recorded is not None else None)
+    k = image_input_index(manifest.inputs, name)
+    spec = manifest.inputs[k]
+    model = manifest.model if isinstance(manifest.model, Mapping) else {}
+    text = model.get("spec") if isinstance(model.get("spec"), str) else None
+    default = spec_default(text) if text and text.startswith(("torchvision:", "timm:")) else None
+    if default is not None and len(spec.shape) == 4 and all(isinstance(d, int) for d in spec.shape[2:]):
+        default = default.fit(spec.shape[2], spec.shape[3])
+    if recorded is not None and recorded.input != spec.name:
+        recorded = None  # recorded for another input
+    return resolve(preprocess, recorded, default, spec.name)
 
 
 @dataclass(frozen=True)
@@ -132,6 +193,9 @@ def verify(
     tolerances: Tolerance | Mapping[str, Tolerance | Mapping[str, Any]] | None = None,
     trust_model_spec: bool = False,
     localize: bool = False,
+    preprocess: Preprocess | Mapping[str, Any] | None = None,
+    image_input: str | None = None,
+    progress: Callable[[VerifyStep], None] | None = None,
 ) -> VerifyReport:
     """Run exported artifacts and the eager extractor on the same inputs; compare every output.
 
@@ -147,8 +211,11 @@ def verify(
             untrusted, and a file or module spec it names is never imported unless
             ``trust_model_spec=True``.
         inputs: a tensor, a tuple of tensors (one input set) or a list of input
-            sets; default: ``n_inputs`` seeded random sets matching the manifest,
-            covering other sizes of every dynamic dim (see :func:`make_inputs`).
+            sets; or a folder (``str`` / ``Path``) of one sample per file: JPEG/PNG images
+            for the model's image input, ``.npz`` files with one array per input name,
+            ``.npy`` files for a one-input model (:func:`load_input_folder`); default:
+            ``n_inputs`` seeded random sets matching the manifest, covering other sizes of
+            every dynamic dim (see :func:`make_inputs`).
         sizes: dynamic dim name -> sizes to check (``{"batch": [1, 3], "height": [64, 96]}``).
         rtol / atol: default elementwise tolerance ``|out-ref| <= atol + rtol*|ref|``,
             with ``atol`` at least ``1e-5 * max|ref|`` for float32 outputs (rounding in
@@ -179,6 +246,13 @@ def verify(
             failed, on the first input that failed; when all pass, for the first artifact
             on the first input (a faithful export localizes to nothing). The results are
             ``report.localization``; ``report.ok`` does not change.
+        preprocess: how images in an ``inputs`` folder become tensors: a
+            :class:`~fxexport.preprocess.Preprocess`, or ``{field: value}`` for the fields to set
+            over the artifact's recorded record (else the model spec's default); see
+            :func:`preprocess_for`. The record used is in the report's notes.
+        image_input: the input images feed (default: the only ``(N, 3, H, W)`` input).
+        progress: called with a :class:`VerifyStep` after the reference run and after each
+            runtime loads an artifact and runs an input.
 
     Returns:
         A :class:`~fxexport.verification.VerifyReport`; ``report.ok`` is True when every
@@ -232,6 +306,7 @@ def verify(
             )
     # Untrusted shapes: refuse absurd random inputs before anything is built.
     budget = input_budget(kept)
+    folder = inputs if isinstance(inputs, (str, os.PathLike)) else None
     if inputs is None:
         plan_inputs(manifest, n_inputs=n_inputs, sizes=sizes, base_shapes=base_shapes, max_bytes=budget)
 
@@ -254,7 +329,19 @@ def verify(
         except Exception:  # noqa: BLE001 - only a hint
             pass
 
-    if inputs is None:
+    if folder is not None:
+        if sizes is not None:
+            raise InvalidInputError("give either an inputs folder or sizes=, not both (sizes only shape random inputs)")
+        entry: Any = None
+        if folder_has_images(folder):
+            entry = preprocess_for(manifest, preprocess, image_input)
+            notes.append(f"images in '{folder}' preprocessed: {entry.describe()}" if entry is not None else
+                         f"images in '{folder}' decoded with no preprocessing record (no flag, none in the manifest, "
+                         "no spec default): RGB in [0, 1], no resize")
+        elif preprocess is not None:
+            notes.append(f"preprocessing ignored: '{folder}' holds no images")
+        input_sets = load_input_folder(folder, manifest, preprocess=entry, image_input=image_input)
+    elif inputs is None:
         input_sets = make_inputs(manifest, n_inputs=n_inputs, sizes=sizes, seed=seed, base_shapes=base_shapes,
                                  max_bytes=budget)
     else:
@@ -267,6 +354,16 @@ def verify(
     timings["reference"] = time.perf_counter() - t0
     plans = _input_plan(targets, input_sets, refs, extractor, user_inputs=inputs is not None,
                         n_inputs=n_inputs, seed=seed, budget=budget, notes=notes, timings=timings)
+    total, done = 1 + sum(1 + len(ix) for ix in plans), 1
+
+    def step(stage: str, target: Target, index: int | None = None, ok: bool = True, skip: int = 0) -> None:
+        nonlocal done
+        done += 1 + skip
+        if progress is not None:
+            progress(VerifyStep(done, total, stage, str(target.path), target.runtime, index, ok))
+
+    if progress is not None:
+        progress(VerifyStep(1, total, "reference"))
     expected_names = list(refs[0])
     if manifest.output_names and expected_names != manifest.output_names:
         notes.append(
@@ -290,8 +387,10 @@ def verify(
             checks.append(OutputCheck(
                 name="(all outputs)", runtime=runtime, artifact=label, input_index=None,
                 problems=[Problem(ProblemKind.LOAD, f"{runtime} cannot load the artifact: {_one_line(err)}")]))
+            step("load", target, ok=False, skip=len(indices))
             continue
         timings[load_key] = timings.get(load_key, 0.0) + time.perf_counter() - t0
+        step("load", target)
         declared = list(session.output_names)
         checks.extend(_name_checks(declared, expected_names, runtime, label))
 
@@ -309,9 +408,11 @@ def verify(
                     name="(all outputs)", runtime=runtime, artifact=label, input_index=i,
                     problems=[Problem(ProblemKind.RUNTIME,
                                       f"{runtime} failed on input #{i} {_shapes(inputs_i)}: {_one_line(err)}")]))
+                step("run", target, i, ok=False)
                 continue
             timings[run_key] = timings.get(run_key, 0.0) + time.perf_counter() - t0
             results.append((i, raw))
+            step("run", target, i)
         del session  # free the runtime before comparing
 
         # Positions are the artifact's promise: its manifest's order (the reference's if they name other outputs).

@@ -1,7 +1,11 @@
-"""The inputs :func:`fxexport.verify` runs on: seeded random sets from a manifest, or the caller's own.
+"""The inputs :func:`fxexport.verify` runs on: seeded random sets from a manifest, the caller's own, or a folder.
 
 The manifest is untrusted, so the shapes it asks for are planned (and refused when
-absurd: see :func:`input_budget`) before anything is allocated.
+absurd: see :func:`input_budget`) before anything is allocated. A folder
+(:func:`load_input_folder`, also what ``optimize(calibration=DIR)`` reads) holds one sample
+per file: images (JPEG/PNG, decoded and preprocessed by :mod:`fxexport.preprocess` for the
+model's image input), ``.npz`` files with one array per input name, or ``.npy`` files for a
+model with one input.
 
 Example:
     >>> from fxexport.manifest import Manifest, TensorSpec
@@ -13,17 +17,23 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
-from fxexport.errors import InvalidInputError, VerificationError
+from fxexport.errors import InvalidInputError, VerificationError, one_line
 from fxexport.manifest import Manifest, TensorSpec
+from fxexport.preprocess import Preprocess, PreprocessEntry, image_input_index, is_image, load_image
 
 __all__ = [
     "make_inputs",
     "normalize_inputs",
+    "load_input_folder",
+    "folder_files",
+    "folder_has_images",
     "plan_inputs",
     "input_budget",
     "artifact_bytes",
@@ -338,3 +348,145 @@ def example_shapes(manifests: Sequence[Manifest]) -> list[list[int | None]] | No
             shape.append(dim if isinstance(dim, int) else known)
         shapes.append(shape)
     return shapes
+
+
+# ----------------------------------------------------------------------------- a folder of samples
+
+_ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def folder_files(folder: str | os.PathLike, what: str = "inputs") -> list[Path]:
+    """The sample files of a folder (``.npy``, ``.npz``, ``.jpg``, ``.jpeg``, ``.png``), in name order.
+
+    Raises:
+        InvalidInputError: not a folder, or none of those files in it.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InvalidInputError(f"{what} folder '{root}' does not exist or is not a folder")
+    files = sorted(p for p in root.iterdir()
+                   if p.is_file() and (p.suffix.lower() in _ARRAY_SUFFIXES or is_image(p)))
+    if not files:
+        raise InvalidInputError(f"{what} folder '{root}' holds no .npy or .npz files and no images "
+                                "(.jpg, .jpeg, .png)")
+    return files
+
+
+def folder_has_images(folder: str | os.PathLike) -> bool:
+    """Whether a folder holds image files (so a preprocessing record is needed)."""
+    root = Path(folder)
+    return root.is_dir() and any(p.is_file() and is_image(p) for p in root.iterdir())
+
+
+def load_input_folder(folder: str | os.PathLike, manifest: Manifest, *,
+                      preprocess: Preprocess | PreprocessEntry | None = None, image_input: str | None = None,
+                      what: str = "inputs") -> list[tuple[torch.Tensor, ...]]:
+    """Input sets from a folder, one sample per file in name order, in ``manifest.inputs`` order.
+
+    * an image (``.jpg``, ``.jpeg``, ``.png``) feeds the model's image input (the one named
+      ``image_input``, else the only ``(N, 3, H, W)`` input), decoded and preprocessed by
+      ``preprocess`` (default: :class:`~fxexport.preprocess.Preprocess`'s plain record); a model
+      with other inputs too needs ``.npz`` files;
+    * an ``.npz`` holds one array per input name;
+    * an ``.npy`` holds the one input of a one-input model.
+
+    Each array must match its input: static dims equal, dynamic dims any size; a stack ``(N, ...)``
+    for an input whose batch is fixed to 1 is split into N samples; float arrays are cast to the
+    input's float dtype. ``what`` names the folder in messages (``"calibration"`` for optimize).
+
+    Raises:
+        InvalidInputError: the folder is missing or empty, or a file does not fit (one line naming the
+            file, its shape and the expected one).
+
+    Example:
+        >>> import tempfile, numpy as np, pathlib
+        >>> m = Manifest("onnx", [TensorSpec("a", ["batch", 2]), TensorSpec("b", ["batch", 3])], [])
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> np.savez(d / "s0.npz", a=np.zeros((1, 2), np.float32), b=np.ones((1, 3), np.float32))
+        >>> [[tuple(t.shape) for t in s] for s in load_input_folder(d, m)]
+        [[(1, 2), (1, 3)]]
+    """
+    files = folder_files(folder, what)
+    specs = manifest.inputs
+    names = [s.name for s in specs]
+    entry = preprocess if isinstance(preprocess, PreprocessEntry) else None
+    record = entry.record if entry is not None else (preprocess or Preprocess())
+    if image_input is None and entry is not None:
+        image_input = entry.input
+    word = what[:-1] if what.endswith("s") else what
+    sets: list[tuple[torch.Tensor, ...]] = []
+    for f in files:
+        if is_image(f):
+            k = image_input_index(specs, image_input)
+            if len(specs) != 1:
+                others = [n for j, n in enumerate(names) if j != k]
+                raise InvalidInputError(
+                    f"{word} image '{f}' feeds input '{names[k]}' only, but the model also takes {others}: "
+                    "give .npz files with one array per input name instead")
+            x = load_image(f, record)
+            spec = specs[k]
+            if not _fits(spec, x.shape):
+                raise InvalidInputError(
+                    f"{word} image '{f}' is {tuple(x.shape)} after preprocessing ({record.describe()}); input "
+                    f"'{spec.name}' expects {_shape_text(spec)}: set the size with --resize/--crop (preprocess=)")
+            sets.append((_to_dtype(f, spec, x, word),))
+            continue
+        try:
+            loaded = np.load(f, allow_pickle=False)
+        except Exception as err:  # noqa: BLE001
+            raise InvalidInputError(f"{word} file '{f}' is not a readable numpy file: {one_line(err)}") from err
+        if isinstance(loaded, np.ndarray):
+            if len(specs) != 1:
+                raise InvalidInputError(
+                    f"{word} file '{f}' holds one array but the model takes {len(specs)} inputs {names}; "
+                    "save each sample as an .npz with those keys"
+                )
+            arrays = {names[0]: loaded}
+        else:
+            with loaded:
+                keys = list(loaded.files)
+                if sorted(keys) != sorted(names):
+                    raise InvalidInputError(f"{word} file '{f}' has arrays {keys}; the model's inputs are {names}")
+                arrays = {k: loaded[k] for k in names}
+        per_input = [_samples(f, spec, arrays[spec.name], word) for spec in specs]
+        counts = {len(p) for p in per_input}
+        if len(counts) != 1:
+            raise InvalidInputError(f"{word} file '{f}' holds different sample counts per input")
+        for i in range(counts.pop()):
+            sets.append(tuple(torch.from_numpy(p[i]) for p in per_input))
+    return sets
+
+
+def _shape_text(spec: TensorSpec) -> str:
+    return "(" + ", ".join(str(d) for d in spec.shape) + ")"
+
+
+def _fits(spec: TensorSpec, shape: Sequence[int]) -> bool:
+    return len(shape) == len(spec.shape) and all(isinstance(d, str) or d == s for d, s in zip(spec.shape, shape))
+
+
+def _to_dtype(f: Path, spec: TensorSpec, x: torch.Tensor, word: str) -> torch.Tensor:
+    dtype = torch_dtype(spec.dtype)
+    if not dtype.is_floating_point:
+        raise InvalidInputError(f"{word} image '{f}' decodes to float32 but input '{spec.name}' is {spec.dtype}")
+    return x.to(dtype)
+
+
+def _samples(f: Path, spec: TensorSpec, arr: np.ndarray, word: str) -> list[np.ndarray]:
+    """One array as the samples it holds for ``spec`` (checked, cast, contiguous)."""
+    got = "(" + ", ".join(str(d) for d in arr.shape) + ")"
+    if _fits(spec, arr.shape):
+        samples = [arr]
+    elif (arr.ndim == len(spec.shape) and spec.shape and spec.shape[0] == 1 and arr.shape[0] > 1
+          and _fits(spec, (1,) + arr.shape[1:])):
+        samples = [arr[i:i + 1] for i in range(arr.shape[0])]
+    else:
+        raise InvalidInputError(f"{word} file '{f}' has shape {got}; input '{spec.name}' expects {_shape_text(spec)}")
+    want = np.dtype(spec.dtype) if spec.dtype != "bool" else np.dtype(bool)
+    if arr.dtype != want:
+        if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating):
+            samples = [s.astype(want) for s in samples]
+        else:
+            raise InvalidInputError(
+                f"{word} file '{f}' has dtype {arr.dtype}; input '{spec.name}' expects {spec.dtype}")
+    return [np.ascontiguousarray(s) for s in samples]
