@@ -384,3 +384,162 @@ def test_zoo_batch_one_example_with_dynamic_batch(tmp_path, name, nodes, size, e
         expected = ex(x)
     for out in nodes.values():
         assert_close(expected[out], got[out])
+
+
+# -- the post-export self-check proves names, order, dtypes and values at two sizes ----------------
+
+
+class TwinOutputs(nn.Module):
+    """Two outputs of one shape and dtype with different values (a swap shows only in the values)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"conv": y, "relu": torch.relu(y)}
+
+
+def twin_outputs():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return TwinOutputs().eval()
+
+
+class Tampered:
+    """The self-check's onnxruntime session with its outputs changed by ``tamper(outputs, feeds)``."""
+
+    def __init__(self, session, tamper):
+        self.session, self.tamper = session, tamper
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def run(self, names, feeds):
+        return self.tamper(self.session.run(names, feeds), feeds)
+
+
+def tamper_session(monkeypatch, tamper):
+    real = onnx_export._session
+    monkeypatch.setattr(onnx_export, "_session", lambda model: Tampered(real(model), tamper))
+
+
+def corrupt_one_element(outputs, k=1):
+    out = [o.copy() for o in outputs]
+    out[k].flat[0] += 1.0 + 0.5 * float(np.abs(out[k]).max())
+    return out
+
+
+def test_second_size_is_the_smallest_the_eager_model_accepts():
+    from fxexport.formats.common import plan
+
+    def probes(model, x, dynamic):
+        return [tuple(i[0].shape) for i, _ in plan(model, x, dynamic, None).probe_sizes()]
+
+    # batch 2 -> 1; batch 1 (traced at 2) -> 2; a spatial dim one step down while one step remains
+    assert probes(twin_outputs(), torch.rand(2, 3, 64, 64), "batch") == [(2, 3, 64, 64), (1, 3, 64, 64)]
+    assert probes(twin_outputs(), torch.rand(1, 3, 64, 64), "batch") == [(1, 3, 64, 64), (2, 3, 64, 64)]
+    assert probes(twin_outputs(), torch.rand(2, 3, 64, 128), "batch,height,width") == [
+        (2, 3, 64, 128), (1, 3, 32, 64)]
+
+    class NeedsTwo(nn.Module):  # refuses a batch of one in eager, like a batch norm in train mode
+        def forward(self, x):
+            if x.shape[0] < 2:
+                raise ValueError("batch of one")
+            return {"y": x + 1}
+
+    # the eager model refuses the smallest size: one step above the exported size instead
+    assert probes(NeedsTwo(), torch.rand(2, 3, 8, 8), "batch") == [(2, 3, 8, 8), (3, 3, 8, 8)]
+
+
+def test_export_checked_at_the_smallest_second_size_matches_eager(tmp_path, monkeypatch):
+    ex = twin_outputs()
+    seen = []
+    tamper_session(monkeypatch, lambda outs, feeds: seen.append(feeds["x"].shape) or outs)
+    m = export_onnx(ex, torch.rand(2, 3, 16, 16), tmp_path / "t.onnx", dynamic="batch", exporter="torchscript")
+    assert seen == [(2, 3, 16, 16), (1, 3, 16, 16)]  # each size run once in onnxruntime
+    assert m.outputs[0].shape == ["batch", 4, 16, 16]
+    x = torch.rand(1, 3, 16, 16)
+    got = run(session(tmp_path / "t.onnx"), x)
+    with torch.no_grad():
+        expected = ex(x)
+    assert_close(expected["relu"], got["relu"])
+
+
+class ScalesByBatch(nn.Module):
+    """Right at the traced batch only: torch.tensor() of a size is a constant to the exporters."""
+
+    def forward(self, x):
+        return {"y": x * torch.tensor(float(x.shape[0]))}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_export_wrong_only_at_the_second_size_is_caught(tmp_path, exporter):
+    # torchscript: the graph runs at batch 1 but gives x * 2 (caught by the values at the second size);
+    # dynamo: the batch comes out fixed in the graph (caught before onnxruntime runs)
+    why = "only right at the example size" if exporter == "torchscript" else "came out fixed to 2"
+    with pytest.raises(ExportError, match=why) as info:
+        export_onnx(ScalesByBatch().eval(), torch.rand(2, 3, 8, 8), tmp_path / "s.onnx", dynamic="batch",
+                    exporter=exporter)
+    assert "'batch' cannot be dynamic" in str(info.value) or "cannot be dynamic in 'batch'" in str(info.value)
+    assert not (tmp_path / "s.onnx").exists()
+
+
+@pytest.mark.parametrize("where", ["example", "second"])
+def test_output_value_corrupted_after_export_is_caught(tmp_path, monkeypatch, where):
+    def tamper(outs, feeds):
+        at_example = feeds["x"].shape[0] == 2
+        return corrupt_one_element(outs) if at_example == (where == "example") else outs
+
+    tamper_session(monkeypatch, tamper)
+    with pytest.raises(ExportError, match="output 'relu' differs from the extractor's"):
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "c.onnx", dynamic="batch",
+                    exporter="torchscript")
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_output_values_in_swapped_order_are_caught(tmp_path, monkeypatch):
+    tamper_session(monkeypatch, lambda outs, feeds: [outs[1], outs[0]])
+    with pytest.raises(ExportError, match="output 'conv' differs from the extractor's"):
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "o.onnx", exporter="torchscript")
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_output_names_out_of_order_are_caught(tmp_path, monkeypatch):
+    class Reordered(Tampered):
+        def get_outputs(self):
+            return self.session.get_outputs()[::-1]
+
+    real = onnx_export._session
+    monkeypatch.setattr(onnx_export, "_session", lambda model: Reordered(real(model), lambda outs, feeds: outs))
+    with pytest.raises(ExportError, match=r"ONNX outputs are \['relu', 'conv'\], expected \['conv', 'relu'\]"):
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "n.onnx", exporter="torchscript")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_output_dtype_mismatch_is_caught(tmp_path, monkeypatch, dtype):
+    tamper_session(monkeypatch, lambda outs, feeds: [outs[0], outs[1].astype(dtype)])  # the values still agree
+    with pytest.raises(ExportError, match=f"output 'relu' has dtype {dtype}, the extractor gives float32"):
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "d.onnx", dynamic="batch",
+                    exporter="torchscript")
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_self_check_session_falls_back_to_a_level_that_loads(tmp_path, monkeypatch):
+    levels = []
+    real = onnx_export.session_options
+
+    def options(level="all", threads=None):
+        levels.append(level)
+        return "not options" if level == "disabled" else real(level, threads)  # onnxruntime refuses it
+
+    monkeypatch.setattr(onnx_export, "session_options", options)
+    m = export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "f.onnx", dynamic="batch",
+                    exporter="torchscript")
+    assert levels == ["disabled", "basic"] and m.output_names == ["conv", "relu"]
+    levels.clear()
+    monkeypatch.setattr(onnx_export, "SELF_CHECK_LEVELS", ("disabled",))
+    with pytest.raises(ExportError, match="onnxruntime cannot load the exported model"):
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "g.onnx", exporter="torchscript")
+    assert levels == ["disabled"] and not (tmp_path / "g.onnx").exists()

@@ -13,7 +13,7 @@ Example:
     ...         return {"double": x * 2}
     >>> p = plan(Net(), torch.ones(1, 3, 8, 8), "batch", None)
     >>> p.spec.names, p.output_shapes, [tuple(i[0].shape) for i, _ in p.probe_sizes()]
-    (['double'], [['batch', 3, 8, 8]], [(1, 3, 8, 8), (3, 3, 8, 8)])
+    (['double'], [['batch', 3, 8, 8]], [(1, 3, 8, 8), (2, 3, 8, 8)])
     >>> p.check_artifact("a perfect copy", lambda inputs: [inputs[0] * 2])
 """
 
@@ -32,7 +32,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from fxexport.compare import Scratch, Tolerance, compare_tensors, dtype_name
+from fxexport._timing import phase
+from fxexport.compare import Scratch, Tolerance, compare_tensors, dtype_name, single_thread
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import OutputSpec, check_example_inputs, flatten, forward_input_names
 from fxexport.manifest import MAX_MANIFEST_BYTES, Manifest, TensorSpec, concrete_args_entry, current_versions
@@ -40,14 +41,14 @@ from fxexport.preprocess import export_entry
 
 __all__ = [
     "DYNAMIC_DIMS", "SECOND_SIZE_STEP", "SELF_CHECK_RANGE", "Plan", "plan", "check_extractor", "normalize_dynamic",
-    "check_input_names", "dynamic_axes", "resize", "dim_sizes", "derive_output_shapes", "input_specs",
+    "check_input_names", "dynamic_axes", "resize", "second_sizes", "dim_sizes", "derive_output_shapes", "input_specs",
     "make_manifest", "compare_outputs", "preserved_state", "quiet", "quiet_logger", "run_eager",
     "require_file", "parse_manifest", "manifest_too_big", "decode_manifest", "open_zip", "zip_errors",
     "read_zip_member", "sidecar_path", "read_sidecar_manifest",
 ]
 
 DYNAMIC_DIMS = ("batch", "height", "width")
-#: how much a dynamic dim grows for the "runs at a second size" check
+#: how much a dynamic dim changes for the "runs at a second size" check (see :func:`second_sizes`)
 SECOND_SIZE_STEP = {"batch": 1, "height": 32, "width": 64}
 #: the self-check's value bound: every element within this fraction of the output's largest
 #: magnitude. It catches swapped or garbage outputs, not precision (which ``verify`` measures).
@@ -167,6 +168,35 @@ def resize(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]], si
     return tuple(out)
 
 
+def second_sizes(example: Mapping[str, int], export: Mapping[str, int], *, smaller: bool = True) -> dict[str, int]:
+    """The sizes of the self-check's second run, per dynamic dim: each differs from the example's size.
+
+    ``smaller`` (the first choice: the check's cost grows with the size) picks the smallest
+    plausible size: batch 1 (2 for a batch-1 example: the exporter traced at 2, so the example
+    already runs at a size other than the traced one), a spatial dim one step
+    (:data:`SECOND_SIZE_STEP`) below the exported size when at least one step remains. Otherwise,
+    and with ``smaller=False`` (the fallback when the eager model refuses the smaller size),
+    the exported size plus one step. Either way every dim runs at some size other than the one
+    the exporter traced.
+
+    Example:
+        >>> second_sizes({"batch": 2, "height": 224, "width": 64}, {"batch": 2, "height": 224, "width": 64})
+        {'batch': 1, 'height': 192, 'width': 128}
+        >>> second_sizes({"batch": 1}, {"batch": 2}), second_sizes({"batch": 2}, {"batch": 2}, smaller=False)
+        ({'batch': 2}, {'batch': 3})
+    """
+    sizes = {}
+    for dim, size in export.items():
+        step = SECOND_SIZE_STEP[dim]
+        if smaller and dim == "batch":
+            sizes[dim] = 1 if example[dim] != 1 else 2
+        elif smaller and size - step >= step:
+            sizes[dim] = size - step
+        else:
+            sizes[dim] = size + step
+    return sizes
+
+
 def dim_sizes(inputs: Sequence[torch.Tensor], axes: Sequence[Mapping[int, str]]) -> dict[str, int]:
     """``{dim name: size}`` of each dynamic dim in ``inputs`` (the first input that has it decides)."""
     sizes: dict[str, int] = {}
@@ -250,8 +280,8 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 def run_eager(extractor: nn.Module, inputs: Sequence[torch.Tensor]) -> Any:
-    """``extractor(*inputs)`` without autograd."""
-    with torch.no_grad():
+    """``extractor(*inputs)`` without autograd (timed as the ``"eager runs"`` phase, :mod:`fxexport._timing`)."""
+    with phase("eager runs"), torch.no_grad():
         return extractor(*inputs)
 
 
@@ -300,7 +330,7 @@ class Plan:
             self.compare(what, inputs, expected, got, check_values=True)
 
     def compare(self, where: str, inputs: tuple[torch.Tensor, ...], expected: Sequence[torch.Tensor],
-                got: Sequence[Any], *, check_values: bool) -> None:
+                got: Sequence[Any], *, check_values: bool, check_dtype: bool = False) -> None:
         """:func:`compare_outputs` of an artifact's outputs at ``inputs`` with the eager ones, telling a
         nondeterministic reference from a broken export.
 
@@ -312,7 +342,7 @@ class Plan:
         (:class:`ExportError`). A faithful export pays nothing extra.
         """
         before = set(self.nondeterministic)
-        compare_outputs(where, self.spec.names, expected, got, check_values=check_values,
+        compare_outputs(where, self.spec.names, expected, got, check_values=check_values, check_dtype=check_dtype,
                         rerun=lambda: self.rerun(inputs), unstable=self.nondeterministic)
         new = [n for n in self.spec.names if n in self.nondeterministic and n not in before]
         if new:
@@ -362,25 +392,31 @@ def plan(extractor: nn.Module, example_inputs: Any, dynamic: Any, input_names: S
         sizes = dim_sizes(inputs, axes)
         export_sizes = {d: max(2, s) for d, s in sizes.items()}
         p.export_inputs = resize(inputs, axes, export_sizes)
-        second = {d: export_sizes[d] + SECOND_SIZE_STEP[d] for d in sizes}
-        second_inputs = resize(inputs, axes, second)
-        try:
-            second_out = run_eager(extractor, second_inputs)
-            second_flat = tuple(t.detach() for t in flatten(spec, second_out))
-        except Exception as err:  # noqa: BLE001
-            bad = []
-            for d in dyn:  # which dim(s) does the eager model itself not accept?
-                try:
-                    run_eager(extractor, resize(inputs, axes, {d: second[d]}))
-                except Exception:  # noqa: BLE001
-                    bad.append(d)
-            bad = bad or list(dyn)
-            change = ", ".join(f"{d}={export_sizes[d]}->{second[d]}" for d in bad)
-            raise ExportError(
-                f"dim {' and '.join(repr(d) for d in bad)} cannot be dynamic for this model: the eager "
-                f"extractor itself fails when {change} ({one_line(err, 200)}); "
-                f"export with a fixed {'/'.join(bad)} (drop it from dynamic)"
-            ) from err
+        small, second = second_sizes(sizes, export_sizes), second_sizes(sizes, export_sizes, smaller=False)
+        # the smallest size first (its eager run and the artifact's run cost least); a model that refuses
+        # it (too small for its strides, a batch norm in train mode at batch 1) one step above the export size
+        attempts = [small] + ([second] if second != small else [])
+        for k, trial in enumerate(attempts):
+            second_inputs = resize(inputs, axes, trial)
+            try:
+                second_flat = tuple(t.detach() for t in flatten(spec, run_eager(extractor, second_inputs)))
+                break
+            except Exception as err:  # noqa: BLE001
+                if k + 1 < len(attempts):
+                    continue
+                bad = []
+                for d in dyn:  # which dim(s) does the eager model itself not accept?
+                    try:
+                        run_eager(extractor, resize(inputs, axes, {d: second[d]}))
+                    except Exception:  # noqa: BLE001
+                        bad.append(d)
+                bad = bad or list(dyn)
+                change = ", ".join(f"{d}={export_sizes[d]}->{second[d]}" for d in bad)
+                raise ExportError(
+                    f"dim {' and '.join(repr(d) for d in bad)} cannot be dynamic for this model: the eager "
+                    f"extractor itself fails when {change} ({one_line(err, 200)}); "
+                    f"export with a fixed {'/'.join(bad)} (drop it from dynamic)"
+                ) from err
         p.probes.append((second_inputs, second_flat))
     p.output_shapes = derive_output_shapes(p)
     return p
@@ -458,7 +494,7 @@ def make_manifest(p: Plan, *, fmt: str, output_shapes: Sequence[Sequence[int | s
 
 
 def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.Tensor], got: Sequence[Any],
-                    *, check_values: bool, rel: float = SELF_CHECK_RANGE,
+                    *, check_values: bool, check_dtype: bool = False, rel: float = SELF_CHECK_RANGE,
                     rerun: Callable[[], Sequence[torch.Tensor]] | None = None,
                     unstable: dict[str, float] | None = None) -> None:
     """Check count, shapes and (loosely: this catches swapped or garbage outputs, not
@@ -470,7 +506,11 @@ def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.T
     be nondeterministic: their values are not compared, their dtypes are. After a value
     mismatch, ``rerun()`` (when given) recomputes ``expected``: outputs that differ from their
     first run (beyond the same loose bound) are added to ``unstable`` with the largest
-    difference; a mismatching output that does not is an :class:`ExportError`.
+    difference; a mismatching output that does not is an :class:`ExportError`. ``check_dtype``:
+    every output's dtype must be the reference's (else only an unstable output's is checked: a
+    runtime may widen or narrow a stable one, e.g. int64 to int32, as long as the values agree).
+    The values are compared on one thread (:func:`fxexport.compare.single_thread`: memory-bound
+    passes that a busy machine slows tenfold on two).
 
     Example:
         >>> import torch
@@ -485,6 +525,10 @@ def compare_outputs(where: str, names: Sequence[str], expected: Sequence[torch.T
         Traceback (most recent call last):
         fxexport.errors.ExportError: demo: output 'y' differs from the extractor's (max abs error 1 for values \
 up to 1); the artifact is wrong or mislabelled
+        >>> compare_outputs("demo", ["y"], ref, [torch.ones(2, dtype=torch.float64)], check_values=True,
+        ...                 check_dtype=True)
+        Traceback (most recent call last):
+        fxexport.errors.ExportError: demo: output 'y' has dtype float64, the extractor gives float32
     """
     if len(got) != len(expected):
         raise ExportError(f"{where}: {len(got)} outputs, expected {len(expected)} ({list(names)})")
@@ -495,19 +539,24 @@ up to 1); the artifact is wrong or mislabelled
             raise ExportError(
                 f"{where}: output '{name}' has shape {tuple(val.shape)}, the extractor gives {tuple(ref.shape)}"
             )
+        if check_dtype and val.dtype != ref.dtype:
+            raise ExportError(f"{where}: output '{name}' has dtype {dtype_name(val.dtype)}, "
+                              f"the extractor gives {dtype_name(ref.dtype)}")
     if not check_values:
         return
     scratch = Scratch()
-    mismatches = [(name, why) for name, ref, val in zip(names, expected, got)
-                  if name not in unstable and (why := _value_mismatch(name, ref, val, rel, scratch)) is not None]
+    with phase("compare"), single_thread():
+        mismatches = [(name, why) for name, ref, val in zip(names, expected, got)
+                      if name not in unstable and (why := _value_mismatch(name, ref, val, rel, scratch)) is not None]
     if mismatches and rerun is not None:
         again = list(rerun())
-        for name, ref, other in zip(names, expected, again):
-            if name in unstable or tuple(other.shape) != tuple(ref.shape):
-                continue
-            check = _self_check(name, ref, other, rel, scratch)
-            if not check.ok:
-                unstable[name] = float(check.max_abs or 0.0)
+        with phase("compare"), single_thread():
+            for name, ref, other in zip(names, expected, again):
+                if name in unstable or tuple(other.shape) != tuple(ref.shape):
+                    continue
+                check = _self_check(name, ref, other, rel, scratch)
+                if not check.ok:
+                    unstable[name] = float(check.max_abs or 0.0)
         mismatches = [(name, why) for name, why in mismatches if name not in unstable]
     if mismatches:
         name, why = mismatches[0]

@@ -2,10 +2,11 @@
 
 The extractor's ``OrderedDict`` is flattened (:mod:`fxexport.flatten`) into graph
 outputs named ``NAME`` / ``NAME.0`` / ``NAME.KEY`` in the extractor's order.
-After export the file is checked, not trusted: output names, count, shapes and
-(loosely) values are compared with the eager extractor in onnxruntime, every dim
-declared dynamic must be symbolic in the graph and the model must run at a
-second size. The manifest is stored in the model's ``metadata_props`` under ``fxexport``.
+After export the file is checked, not trusted: output names, order, count, shapes,
+dtypes and (loosely) values are compared with the eager extractor in onnxruntime, every
+dim declared dynamic must be symbolic in the graph and the model must run (and match) at a
+second size (the smallest that the eager model accepts, see :func:`fxexport.formats.common.second_sizes`).
+The manifest is stored in the model's ``metadata_props`` under ``fxexport``.
 
 This module is the ONNX entry of the format registry (:mod:`fxexport.formats`):
 :func:`read_manifest` and :func:`describe` read the file's bytes (never its external
@@ -46,6 +47,7 @@ import torch
 from torch import nn
 
 from fxexport._io import atomic_path
+from fxexport._timing import phase
 from fxexport.compare import PRECISION_TOLERANCES
 from fxexport.errors import ExportError, InvalidInputError, VerificationError, one_line
 from fxexport.flatten import FlatOutputs
@@ -165,13 +167,14 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
             raise
         except Exception as err:  # noqa: BLE001 - exporter failures come in every type
             raise ExportError(_explain_failure(exporter, err, p)) from err
-        hints = _nodemap.scope_hints(model, exporter)  # the exporter's node metadata, before it is stripped
-        _strip_debug_info(model)
-        _ensure_io_names(model, p)
-        output_shapes = _fix_shapes(model, p, exporter)
-        # FX node -> ONNX value, for verify's localization
-        node_map = _nodemap.map_extra(model, p.extractor, hints, input_names=p.input_names,
-                                      outputs={n: n for n in p.spec.names}, training=p.training)
+        with phase("fix-up"):
+            hints = _nodemap.scope_hints(model, exporter)  # the exporter's node metadata, before it is stripped
+            _strip_debug_info(model)
+            _ensure_io_names(model, p)
+            output_shapes = _fix_shapes(model, p, exporter)
+        with phase("node-map"):  # FX node -> ONNX value, for verify's localization
+            node_map = _nodemap.map_extra(model, p.extractor, hints, input_names=p.input_names,
+                                          outputs={n: n for n in p.spec.names}, training=p.training)
         actual_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
         # > 2 GB: the weights go to a data file in the scratch folder, named by its content
         external = _write_external_data(model, scratch, target.name) if large else False
@@ -184,7 +187,8 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         if not large:
             del model  # the bytes are all we need (halves the memory of a model near 2 GB)
         try:
-            onnx.checker.check_model(checked)
+            with phase("checker"):
+                onnx.checker.check_model(checked)
         except Exception as err:  # noqa: BLE001
             raise ExportError(f"{exporter}: onnx.checker rejects the model: {one_line(err)}") from err
         _check_in_onnxruntime(checked, p, exporter)
@@ -200,16 +204,18 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         if large:
             _commit_pair(staged, scratch / external["location"], target)
         else:
-            superseded = _fxexport_data_files(target)
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(checked)
-            _remove_superseded(target, superseded, keep=())
+            with phase("write"):
+                superseded = _fxexport_data_files(target)
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(checked)
+                _remove_superseded(target, superseded, keep=())
     return manifest
 
 
 def _serialized(model, staged: Path | None) -> bytes | str:
     """The model's bytes, or (``staged`` given: weights already in external data) its file path."""
-    data = model.SerializeToString()
+    with phase("serialization"):
+        data = model.SerializeToString()
     if staged is None:
         return data
     staged.write_bytes(data)
@@ -225,7 +231,7 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
 
         dims = {d: Dim(d) for d in p.dynamic}
         shapes = tuple({axis: dims[d] for axis, d in a.items()} or None for a in p.axes) if p.dynamic else None
-        with contextlib.redirect_stdout(io.StringIO()):
+        with phase("exporter"), contextlib.redirect_stdout(io.StringIO()):
             # No output_names: torch's dynamo exporter renames the output values without checking
             # that the name is free, and an output called e.g. 'permute' (torchvision Swin) then
             # collides with its own aten::permute value (two producers: non-SSA, rejected by the
@@ -237,8 +243,9 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
             )
         if scratch is None:
             return program.model_proto
-        program.save(str(scratch / "export.onnx"), external_data=True)
-        return _load_exported(scratch)
+        with phase("serialization"):
+            program.save(str(scratch / "export.onnx"), external_data=True)
+            return _load_exported(scratch)
     # the TorchScript-based exporter (torch.jit.trace underneath)
     axes = {n: dict(a) for n, a in zip(p.input_names, p.axes) if a}
     training = torch.onnx.TrainingMode.TRAINING if p.training else torch.onnx.TrainingMode.EVAL
@@ -246,10 +253,14 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
                   dynamic_axes=axes or None, training=training, do_constant_folding=not p.training)
     if scratch is None:
         buf = io.BytesIO()
-        torch.onnx.export(wrapper, p.export_inputs, buf, **kwargs)
-        return onnx.load_from_string(buf.getvalue())
-    torch.onnx.export(wrapper, p.export_inputs, str(scratch / "export.onnx"), **kwargs)
-    return _load_exported(scratch)
+        with phase("exporter"):
+            torch.onnx.export(wrapper, p.export_inputs, buf, **kwargs)
+        with phase("serialization"):
+            return onnx.load_from_string(buf.getvalue())
+    with phase("exporter"):
+        torch.onnx.export(wrapper, p.export_inputs, str(scratch / "export.onnx"), **kwargs)
+    with phase("serialization"):
+        return _load_exported(scratch)
 
 
 def _load_exported(scratch: Path):
@@ -435,20 +446,34 @@ def _fix_shapes(model, p: Plan, exporter: str) -> list[list[int | str]]:
 # -- checks in onnxruntime ---------------------------------------------------------------------
 
 
+#: the self-check's onnxruntime optimization levels, tried in turn: the cheapest that loads the graph.
+#: Graph optimizations cost more at session creation (resnet50: ~2x) than they save in two runs, and
+#: the check is of the exported graph itself, not of onnxruntime's rewrite of it (verify runs that).
+SELF_CHECK_LEVELS = ("disabled", "basic")
+
+
 def _session(model_or_path):
-    """The self-check's onnxruntime session: one thread, on the bytes (or file) just exported."""
+    """The self-check's onnxruntime session: one thread, on the bytes (or file) just exported, at the first
+    of :data:`SELF_CHECK_LEVELS` that loads it (the error of the last one when none does)."""
     import onnxruntime as ort
 
     if isinstance(model_or_path, os.PathLike):
         model_or_path = str(model_or_path)
     elif not isinstance(model_or_path, (str, bytes)):
         model_or_path = model_or_path.SerializeToString()
-    return ort.InferenceSession(model_or_path, session_options("all", threads=1), providers=["CPUExecutionProvider"])
+    for k, level in enumerate(SELF_CHECK_LEVELS):
+        try:
+            return ort.InferenceSession(model_or_path, session_options(level, threads=1),
+                                        providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - the next level may load it; the last one's error is reported
+            if k + 1 == len(SELF_CHECK_LEVELS):
+                raise
 
 
 def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
     try:
-        sess = _session(model)
+        with phase("runtime session"):
+            sess = _session(model)
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"{exporter}: onnxruntime cannot load the exported model: {one_line(err)}") from err
     got_names = [o.name for o in sess.get_outputs()]
@@ -458,12 +483,13 @@ def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
         feeds = {n: t.detach().cpu().numpy() for n, t in zip(p.input_names, inputs)}
         shapes = [tuple(t.shape) for t in inputs]
         try:
-            got = sess.run(None, feeds)
+            with phase("runtime runs"):
+                got = sess.run(None, feeds)
         except Exception as err:  # noqa: BLE001
             raise ExportError(_explain_runtime_failure(exporter, p, inputs, err, sess)) from err
         try:
             p.compare(f"{exporter}: onnxruntime at input shape(s) {shapes}", inputs, flat,
-                      [torch.from_numpy(g) for g in got], check_values=not p.training)
+                      [torch.from_numpy(g) for g in got], check_values=not p.training, check_dtype=True)
         except ExportError as err:
             if k == 0 or not p.dynamic:
                 raise
