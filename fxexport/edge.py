@@ -470,6 +470,8 @@ def optimize(
     reduce_range: bool = False,
     trust_model_spec: bool = False,
     timer: Timer | None = None,
+    preprocess: Any = None,
+    image_input: str | None = None,
 ) -> EdgeReport:
     """Write edge variants of an artifact, verify each against the eager extractor, measure size and latency.
 
@@ -481,8 +483,10 @@ def optimize(
         fp16: also write a float16 variant (onnxruntime; float32 inputs/outputs kept).
         int8: ``"static"`` (calibrated; every backend) or ``"dynamic"`` (onnxruntime only);
             ``None`` for no int8 variant.
-        calibration: a folder of ``.npy`` files, one input each (``.npz`` keyed by
-            input name for multi-input models); see :func:`load_calibration`.
+        calibration: a folder of one sample per file: JPEG/PNG images for the model's
+            image input (preprocessed as ``preprocess`` says), ``.npz`` files keyed by input
+            name for models with several inputs, ``.npy`` files for one input; see
+            :func:`load_calibration`. The same sets calibrate every backend.
         calibration_random: calibrate on this many seeded standard-normal inputs
             instead (default 16 when ``int8="static"`` and no folder is given). Every
             backend's int8 variant is calibrated on the same inputs.
@@ -517,6 +521,10 @@ def optimize(
         timer: how latency is measured (:data:`Timer`): given ``{variant name: run once}``,
             return seconds per run; default median of interleaved blocks
             (:func:`fxexport._timing.interleaved` with ``blocks`` / ``reps``).
+        preprocess / image_input: how calibration images become inputs, as for
+            :func:`fxexport.verify`: ``preprocess`` (a ``Preprocess`` or ``{field: value}``) over
+            the source's recorded record, else the model spec's default; the record used is in
+            each int8 variant's calibration settings.
 
     Returns:
         An :class:`EdgeReport`; ``report.ok`` is False when some output of some
@@ -575,8 +583,16 @@ def optimize(
     if int8 == "static":
         t0 = time.perf_counter()
         if calibration is not None:
-            calib_sets = load_calibration(calibration, manifest)
+            from fxexport.verification.core import preprocess_for
+            from fxexport.verification.inputs import folder_has_images
+
+            entry = None
+            if folder_has_images(calibration):
+                entry = preprocess_for(manifest, preprocess, image_input)
+            calib_sets = load_calibration(calibration, manifest, preprocess=entry, image_input=image_input)
             calib_desc = {"source": "folder", "path": str(calibration), "count": len(calib_sets)}
+            if entry is not None:
+                calib_desc["preprocess"] = entry.to_dict()
         else:
             n = calibration_random or DEFAULT_CALIBRATION_RANDOM
             calib_sets = _random_calibration(manifest, n)
@@ -679,7 +695,7 @@ def _check_arguments(src: Path, own: str, wanted: list[str], *, fp16: bool, int8
     if int8 is not None and int8 not in INT8_MODES:
         raise InvalidInputError(f"int8={int8!r} is not one of {', '.join(INT8_MODES)} (or None for no int8 variant)")
     if calibration is not None and calibration_random is not None:
-        raise InvalidInputError("give either calibration (a folder of .npy files) or calibration_random (a count), "
+        raise InvalidInputError("give either calibration (a folder of samples) or calibration_random (a count), "
                                 "not both")
     if (calibration is not None or calibration_random is not None) and int8 != "static":
         raise InvalidInputError("calibration is only used by static int8 quantization; add int8='static'")
@@ -858,7 +874,7 @@ def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
         path = job.out / f"{stem}.fp32{suffix}"
         m = module.export(job.extractor, _example_inputs(job.manifest, job.seed), path,
                           dynamic=list(job.manifest.dynamic) or None, input_names=job.manifest.input_names,
-                          model_info=job.manifest.model or None)
+                          model_info=_model_info(job.manifest))
         fp32 = _Made(f"{prefix}fp32", path, "fp32", m, backend, "fp32",
                      {"source": job.src.name, "converted_from": "the eager extractor",
                       "exporter": f"{module.__name__}.export"})
@@ -874,6 +890,14 @@ def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
         made.append(_Made(name, path, "int8", q, backend, fp32.name, settings))
         job.timings[f"make.{name}"] = time.perf_counter() - t0
     return made
+
+
+def _model_info(manifest: Manifest) -> dict[str, Any] | None:
+    """The source's model entry for a converted file, with its preprocessing record kept as recorded."""
+    info = dict(manifest.model or {})
+    if manifest.preprocess is not None:
+        info["preprocess"] = manifest.preprocess
+    return info or None
 
 
 def _example_inputs(manifest: Manifest, seed: int) -> tuple:
@@ -1032,9 +1056,13 @@ def _drop_zero_zero_points(model) -> int:
 # --------------------------------------------------------------------------- calibration
 
 
-def load_calibration(folder: str | os.PathLike, manifest: Manifest) -> list[dict[str, np.ndarray]]:
-    """Calibration input sets from a folder: one ``.npy`` per sample (``.npz`` keyed by input name
-    for models with several inputs), in file-name order.
+def load_calibration(folder: str | os.PathLike, manifest: Manifest, *, preprocess: Any = None,
+                     image_input: str | None = None) -> list[dict[str, np.ndarray]]:
+    """Calibration input sets from a folder, one sample per file in file-name order
+    (:func:`fxexport.verification.inputs.load_input_folder`, the loader ``verify(inputs=DIR)`` uses):
+    a JPEG/PNG image for the model's image input (decoded and preprocessed by ``preprocess``, a
+    :class:`~fxexport.preprocess.Preprocess` or ``PreprocessEntry``), an ``.npz`` keyed by input name
+    for models with several inputs, an ``.npy`` for one input.
 
     Each array must match the model input's shape: static dims equal, dynamic dims
     (``batch``, ``height``...) any size. A stack ``(N, ...)`` for an input whose
@@ -1060,67 +1088,10 @@ def load_calibration(folder: str | os.PathLike, manifest: Manifest) -> list[dict
         ...     print(str(err).replace(str(d), "DIR"))
         calibration file 'DIR/b.npy' has shape (1, 3, 9, 9); input 'x' expects (batch, 3, 8, 8)
     """
-    root = Path(folder)
-    if not root.is_dir():
-        raise InvalidInputError(f"calibration folder '{root}' does not exist or is not a folder")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".npy", ".npz") and p.is_file())
-    if not files:
-        raise InvalidInputError(f"calibration folder '{root}' holds no .npy or .npz files")
-    specs = manifest.inputs
-    names = [s.name for s in specs]
-    sets: list[dict[str, np.ndarray]] = []
-    for f in files:
-        try:
-            loaded = np.load(f, allow_pickle=False)
-        except Exception as err:  # noqa: BLE001
-            raise InvalidInputError(f"calibration file '{f}' is not a readable numpy file: {one_line(err)}") from err
-        if isinstance(loaded, np.ndarray):
-            if len(specs) != 1:
-                raise InvalidInputError(
-                    f"calibration file '{f}' holds one array but the model takes {len(specs)} inputs {names}; "
-                    "save each sample as an .npz with those keys"
-                )
-            arrays = {names[0]: loaded}
-        else:
-            with loaded:
-                keys = list(loaded.files)
-                if sorted(keys) != sorted(names):
-                    raise InvalidInputError(f"calibration file '{f}' has arrays {keys}; the model's inputs are {names}")
-                arrays = {k: loaded[k] for k in names}
-        per_input = [_check_calibration_array(f, spec, arrays[spec.name]) for spec in specs]
-        counts = {len(p) for p in per_input}
-        if len(counts) != 1:
-            raise InvalidInputError(f"calibration file '{f}' holds different sample counts per input")
-        for i in range(counts.pop()):
-            sets.append({spec.name: p[i] for spec, p in zip(specs, per_input)})
-    return sets
+    from fxexport.verification.inputs import load_input_folder
 
-
-def _check_calibration_array(f: Path, spec: TensorSpec, arr: np.ndarray) -> list[np.ndarray]:
-    expected = "(" + ", ".join(str(d) for d in spec.shape) + ")"
-    got = "(" + ", ".join(str(d) for d in arr.shape) + ")"
-
-    def fits(shape) -> bool:
-        return len(shape) == len(spec.shape) and all(isinstance(d, str) or d == s for d, s in zip(spec.shape, shape))
-
-    if fits(arr.shape):
-        samples = [arr]
-    elif (arr.ndim == len(spec.shape) and spec.shape and spec.shape[0] == 1 and arr.shape[0] > 1
-          and fits((1,) + arr.shape[1:])):
-        samples = [arr[i:i + 1] for i in range(arr.shape[0])]
-    else:
-        raise InvalidInputError(f"calibration file '{f}' has shape {got}; input '{spec.name}' expects {expected}")
-    want = np.dtype(spec.dtype) if spec.dtype != "bool" else np.dtype(bool)
-    if arr.dtype != want:
-        if np.issubdtype(arr.dtype, np.floating) and np.issubdtype(want, np.floating):
-            samples = [s.astype(want) for s in samples]
-        else:
-            raise InvalidInputError(
-                f"calibration file '{f}' has dtype {arr.dtype}; input '{spec.name}' expects {spec.dtype}"
-            )
-    return [np.ascontiguousarray(s) for s in samples]
-
-
+    sets = load_input_folder(folder, manifest, preprocess=preprocess, image_input=image_input, what="calibration")
+    return [{spec.name: np.ascontiguousarray(t.numpy()) for spec, t in zip(manifest.inputs, s)} for s in sets]
 
 
 def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray]]:
