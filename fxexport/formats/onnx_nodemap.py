@@ -313,16 +313,27 @@ def node_value_map(model: Any, graph_module: nn.Module, hints: Mapping[str, Hint
     frontier_memo: dict[fx.Node, frozenset[str]] = {}
 
     def frontier(node: fx.Node) -> frozenset[str]:
-        """The ONNX values of ``node``'s nearest mapped FX ancestors (its inputs, through unmapped nodes)."""
-        if node in frontier_memo:
-            return frontier_memo[node]
-        found: set[str] = set()
-        for arg in node.all_input_nodes:
-            if arg in value:
-                found.add(value[arg])
-            elif arg.op != "get_attr":
-                found |= frontier(arg)
-        frontier_memo[node] = frozenset(found)
+        """The ONNX values of ``node``'s nearest mapped FX ancestors (its inputs, through unmapped nodes);
+        iterative, so a long chain of unmapped nodes cannot exhaust the stack."""
+        stack = [node]
+        while stack:
+            n = stack[-1]
+            if n in frontier_memo:
+                stack.pop()
+                continue
+            pending = [a for a in n.all_input_nodes
+                       if a not in value and a.op != "get_attr" and a not in frontier_memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            found: set[str] = set()
+            for arg in n.all_input_nodes:
+                if arg in value:
+                    found.add(value[arg])
+                elif arg.op != "get_attr":
+                    found |= frontier_memo[arg]
+            frontier_memo[n] = frozenset(found)
+            stack.pop()
         return frontier_memo[node]
 
     def accept(node: fx.Node, v: str, group: list[int] | None) -> bool:
