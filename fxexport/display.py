@@ -5,6 +5,10 @@ a script or a notebook gets the same view (``rich.print(ManifestView(m, path))``
 ``.render()`` for plain text). Every cell is a :class:`rich.text.Text` and every tree
 label is escaped: names come from untrusted files and must never be read as markup.
 
+Output that is not a terminal (a CI log, ``| tee``) is never cut: :func:`console` (what the CLI
+and the benchmarks print with) and :func:`render` lay a table out at the width it needs when
+that is wider than the page, instead of rich's ``res…`` / ``MIS…`` truncation.
+
 Example:
     >>> from fxexport.manifest import Manifest, TensorSpec
     >>> m = Manifest(inputs=[TensorSpec("x", ["batch", 3, 8, 8], "float32")],
@@ -32,15 +36,85 @@ from typing import Any, Iterable, Mapping, Sequence
 from fxexport.manifest import Manifest
 
 __all__ = ["format_shape", "file_size", "artifact_bytes", "ManifestView", "ArtifactView", "NodeListing",
-           "render"]
+           "render", "console", "needed_width"]
+
+#: the narrowest page a pipe or a log gets (rich's own default is 80 columns)
+PIPE_WIDTH = 160
+
+
+def needed_width(con: Any, renderable: Any) -> int:
+    """The width the tables in ``renderable`` (itself, or inside a ``Group``/``__rich__``) need uncut; 0 for none.
+
+    Example:
+        >>> from rich.console import Console
+        >>> from rich.table import Table
+        >>> t = Table("a")
+        >>> t.add_row("x" * 30)
+        >>> needed_width(Console(width=20), t)
+        34
+    """
+    from rich.console import Group
+    from rich.measure import Measurement
+    from rich.protocol import rich_cast
+    from rich.table import Table
+
+    obj = rich_cast(renderable)
+    if isinstance(obj, Table):
+        return Measurement.get(con, con.options.update_width(1 << 16), obj).maximum
+    if isinstance(obj, Group):
+        return max((needed_width(con, r) for r in obj.renderables), default=0)
+    return 0
+
+
+def _console_class() -> type:
+    from rich.console import Console
+
+    class ReadableConsole(Console):
+        """A rich Console that, when it does not write to a terminal, prints each table at the width it needs
+        (never cutting a cell) when that is wider than the page."""
+
+        def print(self, *objects: Any, **kwargs: Any) -> None:
+            need = max((needed_width(self, o) for o in objects), default=0) if not self.is_terminal else 0
+            if need <= self.width or kwargs.get("width") is not None:
+                super().print(*objects, **kwargs)
+                return
+            page = self.width  # print(width=) may only narrow the page: widen it for this call
+            self.width = need
+            try:
+                super().print(*objects, **kwargs)
+            finally:
+                self.width = page
+
+    return ReadableConsole
+
+
+def console(stderr: bool = False, **kwargs: Any) -> Any:
+    """The Console the CLI and the benchmarks print with: on a terminal rich's own; otherwise (a pipe, a
+    log) at least :data:`PIPE_WIDTH` columns, and each table as wide as it needs, so no cell is cut.
+
+    Example:
+        >>> import io
+        >>> from rich.table import Table
+        >>> t = Table("variant", "result")
+        >>> t.add_row("resnet18.int8-static", "MISMATCH: cosine 0.91 below 0.98")
+        >>> buf = io.StringIO()
+        >>> console(file=buf, width=20).print(t)
+        >>> "…" in buf.getvalue(), "MISMATCH: cosine 0.91 below 0.98" in buf.getvalue()
+        (False, True)
+    """
+    kwargs.setdefault("highlight", False)
+    kwargs.setdefault("soft_wrap", False)
+    con = _console_class()(stderr=stderr, **kwargs)
+    if not con.is_terminal and "width" not in kwargs:  # rich's default of 80 columns would cut names
+        con.width = max(con.width, PIPE_WIDTH)
+    return con
 
 
 def render(renderable: Any, width: int = 160) -> str:
-    """``renderable`` as plain text (no colour), as a pipe or a log would show it."""
-    from rich.console import Console
-
+    """``renderable`` as plain text (no colour), as a pipe or a log would show it: ``width`` columns, tables
+    wider than that at the width they need (never cut)."""
     buf = io.StringIO()
-    Console(file=buf, width=width, no_color=True, force_terminal=False, highlight=False).print(renderable)
+    console(file=buf, width=width, no_color=True, force_terminal=False).print(renderable)
     return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
 
 
@@ -214,6 +288,13 @@ class ArtifactView(_Renderable):
                 rows.append(("weights", f"sha256 {model['weights_sha256']}"))
         if m.get("versions"):
             rows.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items()))))
+        if isinstance(m.get("preprocess"), dict):
+            rows.append(("preprocess", _preprocess_text(m["preprocess"])))
+        if isinstance(m.get("concrete_args"), dict) and m["concrete_args"]:
+            rows.append(("concrete args", ", ".join(
+                f"{name}={v['value']!r}" if "value" in v else f"{name}=<{v.get('type')}>"
+                + (" (automatic)" if v.get("auto") else "") for name, v in m["concrete_args"].items()
+                if isinstance(v, dict))))
         rows += [(str(key).replace("_", " "), str(value)) for key, value in facts.items()]
         return rows
 
@@ -238,6 +319,17 @@ class ArtifactView(_Renderable):
         for label, value in self.facts():
             head.add_row(*_text(label, value))
         return Group(head, self.table())
+
+
+def _preprocess_text(entry: Mapping[str, Any]) -> str:
+    """A manifest's preprocess entry (already checked when the manifest was read) as one line."""
+    from fxexport.errors import FxExportError
+    from fxexport.preprocess import PreprocessEntry
+
+    try:
+        return PreprocessEntry.from_dict(dict(entry)).describe()
+    except FxExportError as err:
+        return f"unreadable ({err})"
 
 
 @dataclass

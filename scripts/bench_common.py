@@ -18,9 +18,11 @@ def peak_rss_mb() -> float:
 
 
 def print_table(title: str, rows: list[dict]) -> None:
-    """Print rows (dicts with the same keys) as a rich table."""
-    from rich.console import Console
+    """Print rows (dicts with the same keys) as a rich table; piped or logged, at the width it needs
+    (:func:`fxexport.display.console`: no cell is cut to ``res…``)."""
     from rich.table import Table
+
+    from fxexport.display import console
 
     if not rows:
         print(f"{title}: no rows")
@@ -31,7 +33,7 @@ def print_table(title: str, rows: list[dict]) -> None:
         table.add_column(col)
     for row in rows:
         table.add_row(*[_fmt(row.get(c)) for c in columns])
-    Console().print(table)
+    console().print(table)
 
 
 def _fmt(value) -> str:
