@@ -58,12 +58,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    """A pipe or a log gets 160 columns at least and every table uncut (:func:`fxexport.display.console`)."""
+    from fxexport.display import console
 
-    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
-    if not console.is_terminal:  # a pipe or a log: rich's default of 80 columns would cut names
-        console.width = max(console.width, 160)
-    return console
+    return console(stderr=stderr)
 
 
 def _out(args) -> Any:
@@ -116,6 +114,49 @@ def _shape(text: str) -> tuple[int, ...]:
             f"malformed shape {text!r}: expected positive integers separated by commas, e.g. 1,3,224,224"
         )
     return tuple(int(p) for p in parts)
+
+
+def _input(text: str) -> tuple[str, tuple[int, ...], str]:
+    """``NAME=B,C,H,W[:DTYPE]`` -> (name, shape, dtype) for ``--input`` (nodes, export)."""
+    name, sep, rest = text.partition("=")
+    shape_text, _, dtype = rest.partition(":")
+    name, dtype = name.strip(), dtype.strip() or "float32"
+    hint = (f"malformed --input {text!r}: expected NAME=B,C,H,W[:DTYPE] (e.g. rgb=1,3,224,224 or "
+            "ids=1,128:int64), one per forward argument (cpp-example's --input takes a FILE.npy)")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(hint)
+    try:
+        shape = _shape(shape_text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(hint) from None
+    from fxexport.verification.inputs import torch_dtype
+
+    try:
+        torch_dtype(dtype)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown dtype {dtype!r} in --input {text!r}: use float32, float16, "
+                                         "int64, int32, uint8 or bool") from None
+    return name, shape, dtype
+
+
+def _size(text: str) -> int | tuple[int, int]:
+    """``N`` or ``H,W`` (``--resize``, ``--crop``)."""
+    shape = _shape(text)
+    if len(shape) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a size N or H,W, got {text!r}")
+    return shape[0] if len(shape) == 1 else (shape[0], shape[1])
+
+
+def _floats(count: int) -> Callable[[str], tuple[float, ...]]:
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
 
 
 def _node(text: str) -> tuple[str, str]:
@@ -209,8 +250,68 @@ def _model_options(p: argparse.ArgumentParser, *, positional: bool = True) -> No
 
 
 def _input_shape_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-shape", metavar="B,C,H,W", type=_shape, default=None,
-                   help="example input shape (default: the model's own, else 1,3,224,224)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--input-shape", metavar="B,C,H,W", type=_shape, default=None,
+                   help="example input shape of a one-input model (default: the model's own, else 1,3,224,224)")
+    g.add_argument("--input", metavar="NAME=B,C,H,W[:DTYPE]", type=_input, action="append", default=None,
+                   help="an example input by its forward argument's name, with its shape and dtype (default "
+                        "float32); repeatable, one per input (a model with several inputs); --dynamic applies "
+                        "to every input that has those dims")
+
+
+#: ``--preprocess`` flags: option dest -> the preprocessing record's field (fxexport.preprocess.Preprocess)
+PREPROCESS_FLAGS = {"resize": "resize", "crop": "crop", "crop_pct": "crop_pct", "interpolation": "interpolation",
+                    "antialias": "antialias", "range": "value_range", "mean": "mean", "std": "std",
+                    "channel_order": "channel_order", "alpha": "alpha", "background": "background",
+                    "exif_orientation": "exif_orientation"}
+
+
+def _preprocess_options(p: argparse.ArgumentParser, what: str) -> None:
+    from fxexport.preprocess import INTERPOLATIONS
+
+    g = p.add_argument_group(
+        "image preprocessing", f"how {what}; each flag sets one field over the record the artifact's "
+        "manifest holds, else the model spec's default (timm pretrained_cfg, torchvision weights transforms)")
+    g.add_argument("--image-input", metavar="NAME", default=None,
+                   help="the input images feed (default: the only (N, 3, H, W) input)")
+    g.add_argument("--resize", metavar="N|H,W", type=_size, default=None,
+                   help="resize the shorter side to N, or to exactly H,W")
+    g.add_argument("--crop", metavar="N|H,W", type=_size, default=None, help="center crop to N x N or H x W")
+    g.add_argument("--crop-pct", metavar="F", type=float, default=None,
+                   help="with --crop and no --resize: resize to floor(crop / F) first (timm's crop_pct)")
+    g.add_argument("--interpolation", choices=INTERPOLATIONS, default=None, help="resize interpolation")
+    g.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                   help="antialiased down-scaling (default on)")
+    g.add_argument("--range", metavar="LO,HI", type=_floats(2), default=None,
+                   help="map pixel values 0..255 to LO..HI (default 0,1)")
+    g.add_argument("--mean", metavar="R,G,B", type=_floats(3), default=None, help="subtract per channel")
+    g.add_argument("--std", metavar="R,G,B", type=_floats(3), default=None, help="then divide per channel")
+    g.add_argument("--channel-order", choices=("RGB", "BGR"), default=None, help="channel order (default RGB)")
+    g.add_argument("--alpha", choices=("drop", "blend"), default=None,
+                   help="an alpha channel: drop it (default) or blend over --background")
+    g.add_argument("--background", metavar="R,G,B", type=_floats(3), default=None,
+                   help="what --alpha blend composites over, 0..255 (default 255,255,255)")
+    g.add_argument("--exif-orientation", action=argparse.BooleanOptionalAction, default=None,
+                   help="apply the file's EXIF orientation tag (default on)")
+
+
+def _preprocess_flags(args) -> dict[str, Any]:
+    """The preprocessing fields given on the command line, checked (``{field: value}``)."""
+    from fxexport.errors import InvalidInputError
+    from fxexport.preprocess import Preprocess
+
+    flags = {field: getattr(args, dest) for dest, field in PREPROCESS_FLAGS.items()
+             if getattr(args, dest, None) is not None}
+    if "background" in flags:
+        flags["background"] = tuple(int(v) if float(v).is_integer() else v for v in flags["background"])
+    try:
+        Preprocess().override(dict(flags, crop=flags.get("crop", 1)) if "crop_pct" in flags else flags)
+    except InvalidInputError as err:
+        message = str(err)
+        for dest, field in PREPROCESS_FLAGS.items():
+            message = message.replace(f"preprocess field '{field}'", "--" + dest.replace("_", "-"))
+        raise CliError(message) from None
+    return flags
 
 
 def _command(sub, name: str, handler: Callable, help: str, example: str,
@@ -236,13 +337,65 @@ def _load(args):
 
 
 def _example_input(args, model):
+    """The example input(s): one tensor (``--input-shape``, the model's own shape), or a tuple of tensors in
+    the order of the model's forward arguments (``--input NAME=...``, or a model's ``example_input_shapes``)."""
+    return _example_inputs(args, model)[0]
+
+
+def _example_inputs(args, model) -> tuple[Any, dict[str, Any] | None]:
+    """(example, concrete_args): the example as :func:`_example_input` gives it, and ``{name: torch.fx.PH}`` for
+    the inputs given by name that default to None (so they stay inputs instead of being fixed to None)."""
+    import inspect
+
     import torch
 
     from fxexport.models import default_input_shape
+    from fxexport.verification.inputs import torch_dtype
 
-    shape = args.input_shape or default_input_shape(model)
     gen = torch.Generator().manual_seed(args.seed)
-    return torch.randn(*shape, generator=gen)
+    given = getattr(args, "input", None)
+    if not given:
+        shapes = getattr(model, "example_input_shapes", None)
+        if args.input_shape is None and shapes is not None and len(shapes) > 1:
+            return tuple(torch.randn(*s, generator=gen) for s in shapes), None
+        return torch.randn(*(args.input_shape or default_input_shape(model)), generator=gen), None
+    names = [n for n, _, _ in given]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise CliError(f"--input '{dupes[0]}' is given twice")
+    try:
+        params = [p for p in inspect.signature(model.forward).parameters.values()]
+    except (TypeError, ValueError):
+        params = []
+    if params and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        order = [p.name for p in positional]
+        unknown = [n for n in names if n not in order]
+        if unknown:
+            raise CliError(f"--input '{unknown[0]}' is not an argument of the model's forward "
+                           f"({', '.join(order)}); name each input after its argument")
+        missing = [p.name for p in positional if p.name not in names and p.default is p.empty]
+        if missing:
+            raise CliError(f"the model's forward also needs {', '.join(missing)}: give --input NAME=SHAPE for each")
+        given = sorted(given, key=lambda g: order.index(g[0]))
+        defaults = {p.name: p.default for p in positional}
+        gaps = [p.name for p in positional[:order.index(given[-1][0])] if p.name not in names]
+        if gaps:
+            raise CliError(f"inputs are positional: give --input for {', '.join(gaps)} too (it comes before "
+                           f"'{given[-1][0]}' in forward)")
+        keep = {n: torch.fx.PH for n in names if defaults.get(n, 0) is None}
+    else:
+        keep = {}
+    tensors = []
+    for _, shape, dtype_name in given:
+        dtype = torch_dtype(dtype_name)
+        if dtype.is_floating_point:
+            tensors.append(torch.randn(*shape, generator=gen).to(dtype))
+        elif dtype == torch.bool:
+            tensors.append(torch.randint(0, 2, shape, generator=gen).bool())
+        else:
+            tensors.append(torch.randint(0, 10, shape, generator=gen, dtype=dtype))
+    return (tensors[0] if len(tensors) == 1 else tuple(tensors)), (keep or None)
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -283,9 +436,10 @@ def cmd_nodes(args) -> int:
     if args.html:
         from fxexport.explorer import write_node_explorer
 
+        example, keep = _example_inputs(args, model)
         with _step(args, f"Tracing, running once and writing {args.html}..."):
-            page = write_node_explorer(model, args.html, _example_input(args, model), title=args.model,
-                                       spec=args.model, leaf_modules=leaves or None)
+            page = write_node_explorer(model, args.html, example, title=args.model,
+                                       spec=args.model, leaf_modules=leaves or None, concrete_args=keep)
         if args.json:
             _print_json({"html": str(page.path), "nodes": page.n_nodes, "stages": page.stages, "bytes": page.bytes})
         else:
@@ -293,19 +447,22 @@ def cmd_nodes(args) -> int:
                              f"wrote {page.path}: {page.n_nodes} nodes, {len(page.stages)} stages, "
                              f"{page.bytes / 1024:.0f} KB\n")
         return 0
-    example = _example_input(args, model) if args.shapes else None
+    example, keep = _example_inputs(args, model)
+    example = example if args.shapes else None
     modes = ("train", "eval") if args.mode == "both" else (args.mode,)
     per_mode = {}
     with _step(args, "Tracing" + (" and running" if args.shapes else "") + f" ({', '.join(modes)})..."):
         for mode in modes:
             try:
-                per_mode[mode] = describe_nodes(model, example, mode=mode, leaf_modules=leaves or None)
+                per_mode[mode] = describe_nodes(model, example, mode=mode, leaf_modules=leaves or None,
+                                                concrete_args=keep)
             except InvalidInputError as err:
                 if args.mode != "both" or mode != "train" or example is None:
                     raise
                 # e.g. batch norm in train mode on a batch of 1: the eval shapes are still worth showing
                 sys.stderr.write(f"{PROG}: warning: no train-mode shapes: {one_line(err, typed=False)}\n")
-                per_mode[mode] = describe_nodes(model, None, mode=mode, leaf_modules=leaves or None)
+                per_mode[mode] = describe_nodes(model, None, mode=mode, leaf_modules=leaves or None,
+                                                concrete_args=keep)
     keep = (lambda n: bool(args.filter.search(n))) if args.filter else (lambda n: True)
 
     if args.json:
@@ -360,6 +517,8 @@ fxexport export torchvision:resnet18 --node layer2 --node layer4 --openvino out/
     v = p.add_argument_group("verification")
     v.add_argument("--verify", action="store_true", help="verify the artifacts against the eager extractor afterwards")
     _tolerance_options(v)
+    _preprocess_options(p, "images become the image input, recorded in the manifest (source 'flag'; without "
+                           "flags the model spec's default is recorded, source 'spec default')")
     _common(p, json_help="print the manifests (and verification report) as JSON")
 
 
@@ -421,10 +580,14 @@ def cmd_export(args) -> int:
         raise CliError("--executorch programs have static shapes: export them without --dynamic "
                        "(or in a separate command)")
     nodes = _return_nodes(args.node)
+    flags = _preprocess_flags(args)
     model, leaves, info = _load(args)
+    example, keep = _example_inputs(args, model)
+    example = example if isinstance(example, tuple) else (example,)
     with _step(args, "Tracing..."):
-        extractor = create_feature_extractor(model, nodes, leaf_modules=leaves or None).eval()
-    example = (_example_input(args, model),)
+        extractor = create_feature_extractor(model, nodes, leaf_modules=leaves or None, concrete_args=keep).eval()
+    if flags or args.image_input:  # the manifest's preprocess record (fxexport.formats.common.make_manifest)
+        info = dict(info, preprocess=flags or None, image_input=args.image_input)
     manifests = {}
     if args.onnx:
         with _step(args, f"Exporting ONNX to {args.onnx}..."):
@@ -487,7 +650,8 @@ def add_verify_parser(sub) -> None:
 fxexport verify out/model.onnx --weights model.safetensors --atol 1e-5 --report report.json
 fxexport verify other.onnx --model torchvision:resnet18 --node layer1=feat1 --node layer4=feat4
 fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime onnxruntime --runtime openvino \\
-    --runtime litert""",
+    --runtime litert
+fxexport verify out/resnet18.onnx --inputs photos/ --resize 256 --crop 224""",
         "Run each artifact in its runtime (per suffix, the first is the default: "
         f"{_runtimes_by_suffix()}) and the eager extractor on the same inputs; compare every output. "
         "With --runtime, each artifact runs in every requested runtime its format supports (an .onnx in "
@@ -495,10 +659,15 @@ fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime
         "Exit 0 when all pass, 1 on a mismatch. "
         "The model and nodes are read from the artifact's manifest unless --model/--node are given; a manifest "
         "is untrusted, so only its torchvision:/timm: specs with plain kwargs are rebuilt (a file or module spec "
-        "needs --model or --trust-model-spec).",
+        "needs --model or --trust-model-spec). With --inputs DIR the inputs are your files: images (JPEG/PNG, "
+        "preprocessed as the flags say, else as the manifest records, else as the model spec's weights expect), "
+        ".npz files with one array per input name, or .npy files.",
     )
     p.add_argument("artifacts", metavar="ARTIFACT", nargs="+",
                    help=f"an artifact written by fxexport ({_known_suffixes()})")
+    p.add_argument("--inputs", metavar="DIR", default=None,
+                   help="verify on the files of DIR, one sample each: .jpg/.jpeg/.png images (for the image "
+                        "input), .npz (one array per input name), .npy (one-input models); instead of random inputs")
     p.add_argument("--runtime", metavar="RUNTIME", action="append", default=None,
                    help=f"run in this runtime ({_known_runtimes()}); repeatable (default: each format's first)")
     _model_options(p, positional=False)
@@ -513,6 +682,7 @@ fxexport verify out/resnet18.onnx out/resnet18.xml out/resnet18.tflite --runtime
     p.add_argument("--localize", action="store_true",
                    help="also name the first node where an .onnx artifact diverges from eager (on the first failing "
                         "input; exit codes unchanged)")
+    _preprocess_options(p, "images in --inputs DIR become the image input")
     _common(p, json_help="print the report as JSON")
 
 
@@ -547,15 +717,43 @@ def _explicit_extractor(args):
     return None
 
 
+@contextlib.contextmanager
+def _progress(args, message: str) -> Iterator[Callable[[Any], None] | None]:
+    """A progress bar on stderr fed by ``verify(progress=)`` (a terminal only; nothing with --quiet / --json)."""
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        yield None
+        return
+    err = _console(stderr=True)
+    if not err.is_terminal:
+        with _step(args, message):
+            yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(_esc(message), total=None)
+
+        def update(step: Any) -> None:
+            bar.update(task, completed=step.done, total=step.total, description=_esc(step))
+
+        yield update
+
+
 def cmd_verify(args) -> int:
     from fxexport.verification import verify
 
+    flags = _preprocess_flags(args)
+    if (flags or args.image_input) and not args.inputs:
+        raise CliError("the image preprocessing flags apply to the images of --inputs DIR")
     extractor = _explicit_extractor(args)
-    with _step(args, f"Verifying {len(args.artifacts)} artifact(s) on {args.n_inputs} inputs..."):
+    what = f"the files of {args.inputs}" if args.inputs else f"{args.n_inputs} inputs"
+    with _progress(args, f"Verifying {len(args.artifacts)} artifact(s) on {what}...") as progress:
         report = verify(args.artifacts if len(args.artifacts) > 1 else args.artifacts[0], extractor,
                         n_inputs=args.n_inputs, rtol=args.rtol, atol=args.atol, seed=args.seed,
                         weights=args.weights if extractor is None else None, runtimes=args.runtime,
-                        trust_model_spec=args.trust_model_spec, localize=args.localize)
+                        trust_model_spec=args.trust_model_spec, localize=args.localize, inputs=args.inputs,
+                        preprocess=flags or None, image_input=args.image_input, progress=progress)
     if args.report:
         report.to_json(args.report)
     if args.html:
@@ -771,12 +969,14 @@ def add_optimize_parser(sub) -> None:
         """fxexport optimize out/resnet18.onnx --fp16 --int8 static --calibration-random 16 --ort-format -o out/edge
 fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-cosine 0.99 --report edge.json
 fxexport optimize out/resnet18.onnx --int8 static --backend onnxruntime --backend openvino
-fxexport optimize out/resnet18.tflite --int8 static""",
+fxexport optimize out/resnet18.tflite --int8 static
+fxexport optimize out/resnet18.onnx --int8 static --calibration photos/ --backend onnxruntime --backend openvino""",
         "Write variants of an artifact written by `fxexport export` (.onnx, OpenVINO .xml, LiteRT .tflite) next "
         "to it (or into -o DIR), per --backend: onnxruntime (an .onnx source: onnxruntime-optimized always, "
         "float16, int8 dynamic or static QDQ, ORT format), openvino (the float32 IR and an NNCF int8 IR), "
         "litert (the float32 .tflite and an ai-edge-quantizer int8 one); static int8 is calibrated on a folder "
-        "of .npy inputs or on N seeded random ones, the same for every backend. Each variant keeps the output "
+        "of images (preprocessed: flags > the manifest's record > the spec default), .npz or .npy inputs, or on N "
+        "seeded random ones, the same for every backend. Each variant keeps the output "
         "names and the manifest, is verified against the eager extractor (rebuilt from the manifest, or --model) "
         "per output (cosine, max error relative to the output's range) and is timed in its runtime against its "
         "fp32 source, all in one table; an accurate variant slower than its fp32 source says 'slower'. Exit 0 "
@@ -791,7 +991,8 @@ fxexport optimize out/resnet18.tflite --int8 static""",
     p.add_argument("--int8", choices=("dynamic", "static"), default=None, help="also write an int8 variant")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibration", metavar="DIR", default=None,
-                     help="static int8: folder of .npy inputs (one sample each, the model's input shape)")
+                     help="static int8, every backend: a folder of samples, one per file: .jpg/.jpeg/.png images "
+                          "(for the image input, preprocessed as below), .npz (one array per input name) or .npy")
     cal.add_argument("--calibration-random", metavar="N", type=_positive_int, default=None,
                      help="static int8: calibrate on N seeded random inputs (default 16)")
     p.add_argument("--ort-format", action="store_true",
@@ -814,6 +1015,7 @@ fxexport optimize out/resnet18.tflite --int8 static""",
     p.add_argument("--html", metavar="FILE.html", default=None,
                    help="also write the report as a self-contained page (size vs latency chart, per output "
                         "max error and cosine vs thresholds)")
+    _preprocess_options(p, "calibration images become the image input (the record used is in the int8 settings)")
     _common(p, json_help="print the report as JSON")
 
 
@@ -828,6 +1030,9 @@ def cmd_optimize(args) -> int:
 
     if (args.calibration or args.calibration_random) and args.int8 != "static":
         raise CliError("--calibration / --calibration-random need --int8 static")
+    flags = _preprocess_flags(args)
+    if (flags or args.image_input) and not args.calibration:
+        raise CliError("the image preprocessing flags apply to the images of --calibration DIR")
     thresholds = None
     if args.min_cosine is not None or args.max_error is not None:
         override = {k: v for k, v in (("min_cosine", args.min_cosine), ("max_error", args.max_error)) if v is not None}
@@ -840,7 +1045,8 @@ def cmd_optimize(args) -> int:
                           out_dir=args.out_dir, thresholds=thresholds, extractor=extractor,
                           weights=args.weights if extractor is None else None,
                           n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing,
-                          trust_model_spec=args.trust_model_spec)
+                          trust_model_spec=args.trust_model_spec, preprocess=flags or None,
+                          image_input=args.image_input)
     if args.report:
         report.to_json(args.report)
     if args.html:
