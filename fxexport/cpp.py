@@ -4,7 +4,8 @@ The program runs a TorchScript (``.pt``) or AOTInductor (``.pt2``) artifact from
 C++ against the libtorch inside the installed torch wheel (see
 ``scripts/cpp/README`` in the README's "Use from C++" section). Compiling it takes
 tens of seconds, so :func:`build_cpp_example` keeps the binary in a cache folder,
-under a key made of the sources, the compile command, the compiler and the torch
+under a key made of the sources (the .cpp and ``scripts/cpp/fxexport_common.hpp``, the
+header both programs share), the compile command, the compiler and the torch
 build; it rebuilds only when one of them changes.
 
 The compile line is a plain one, because ``find_package(Torch)`` stops on a CUDA
@@ -62,9 +63,12 @@ __all__ = ["build_cpp_example", "cached_binary_path", "compile_command", "defaul
            "openvino_sdk", "run_openvino_example", "RUNTIMES", "ProgramRun", "build_example", "run_example"]
 
 PROGRAM = "fxexport_infer"
-SOURCES = ("fxexport_infer.cpp",)
+#: the header both programs include (``#include "fxexport_common.hpp"``, found beside the .cpp, so
+#: the compile lines need no ``-I`` for it); it is hashed into both cache keys.
+COMMON_HEADER = "fxexport_common.hpp"
+SOURCES = ("fxexport_infer.cpp", COMMON_HEADER)  # the first is what the compiler is given
 OPENVINO_PROGRAM = "fxexport_openvino"
-OPENVINO_SOURCES = ("fxexport_openvino.cpp",)
+OPENVINO_SOURCES = ("fxexport_openvino.cpp", COMMON_HEADER)
 
 
 def source_dir() -> Path:
@@ -149,9 +153,10 @@ def build_cpp_example(cache_dir: str | os.PathLike | None = None, *, force: bool
     """Path to the built ``fxexport_infer`` program, compiling it only when needed.
 
     The binary lives at ``<cache_dir>/fxexport_infer-<key>``, where the key hashes
-    the sources, the compile command, the compiler's version and the torch
-    build; a cached binary is reused as long as none of them changed. The binary
-    is written atomically, so concurrent builds are safe (the last one wins).
+    the sources (``fxexport_infer.cpp`` and ``fxexport_common.hpp``), the compile
+    command, the compiler's version and the torch build; a cached binary is
+    reused as long as none of them changed. The binary is written atomically,
+    so concurrent builds are safe (the last one wins).
 
     Args:
         cache_dir: where to keep it (default :func:`default_cache_dir`).
@@ -445,9 +450,9 @@ def build_openvino_example(cache_dir: str | os.PathLike | None = None, *, force:
     """Path to the built ``fxexport_openvino`` program, compiling it only when needed.
 
     Cached like :func:`build_cpp_example`: ``<cache_dir>/fxexport_openvino-<key>``,
-    the key hashing the source, the compile command, the compiler's version and
-    the openvino wheel (its version and library); written atomically. Building
-    takes about 5 s (the OpenVINO headers are small).
+    the key hashing the sources (``fxexport_openvino.cpp`` and ``fxexport_common.hpp``),
+    the compile command, the compiler's version and the openvino wheel (its
+    version and library); written atomically. Building takes about 5 s (the OpenVINO headers are small).
 
     Args:
         cache_dir: where to keep it (default :func:`default_cache_dir`).

@@ -47,7 +47,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -60,183 +59,15 @@
 #include <utility>
 #include <vector>
 
+#include "fxexport_common.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
 const char* const kProgram = "fxexport_openvino";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// ---------------------------------------------------------------------------
-// A minimal JSON reader, enough for the manifest (objects, arrays, strings,
-// numbers, true/false/null).
-struct Json {
-  enum class Type { Null, Bool, Number, String, Array, Object } type = Type::Null;
-  bool boolean = false;
-  double number = 0;
-  std::string string;
-  std::vector<Json> array;
-  std::vector<std::pair<std::string, Json>> object;
-
-  const Json* get(const std::string& key) const {
-    for (const auto& kv : object)
-      if (kv.first == key) return &kv.second;
-    return nullptr;
-  }
-};
-
-class JsonParser {
- public:
-  explicit JsonParser(const std::string& text) : s_(text) {}
-  Json parse() {
-    Json value = parse_value();
-    skip_ws();
-    if (i_ != s_.size()) fail("trailing characters");
-    return value;
-  }
-
- private:
-  const std::string& s_;
-  size_t i_ = 0;
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error("manifest JSON: " + what + " at offset " + std::to_string(i_));
-  }
-  void skip_ws() {
-    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-  }
-  char peek() {
-    skip_ws();
-    if (i_ >= s_.size()) fail("unexpected end");
-    return s_[i_];
-  }
-  void expect(char c) {
-    if (peek() != c) fail(std::string("expected '") + c + "'");
-    ++i_;
-  }
-  Json parse_value() {
-    char c = peek();
-    Json v;
-    if (c == '{') {
-      v.type = Json::Type::Object;
-      ++i_;
-      if (peek() == '}') { ++i_; return v; }
-      while (true) {
-        if (peek() != '"') fail("expected a key");
-        std::string key = parse_string();
-        expect(':');
-        v.object.emplace_back(std::move(key), parse_value());
-        if (peek() == ',') { ++i_; continue; }
-        expect('}');
-        return v;
-      }
-    }
-    if (c == '[') {
-      v.type = Json::Type::Array;
-      ++i_;
-      if (peek() == ']') { ++i_; return v; }
-      while (true) {
-        v.array.push_back(parse_value());
-        if (peek() == ',') { ++i_; continue; }
-        expect(']');
-        return v;
-      }
-    }
-    if (c == '"') {
-      v.type = Json::Type::String;
-      v.string = parse_string();
-      return v;
-    }
-    if (s_.compare(i_, 4, "true") == 0) { i_ += 4; v.type = Json::Type::Bool; v.boolean = true; return v; }
-    if (s_.compare(i_, 5, "false") == 0) { i_ += 5; v.type = Json::Type::Bool; return v; }
-    if (s_.compare(i_, 4, "null") == 0) { i_ += 4; return v; }
-    size_t end = i_;
-    while (end < s_.size() && std::strchr("+-0123456789.eE", s_[end])) ++end;
-    if (end == i_) fail("unexpected character");
-    v.type = Json::Type::Number;
-    v.number = std::stod(s_.substr(i_, end - i_));
-    i_ = end;
-    return v;
-  }
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-  uint32_t parse_hex4() {
-    if (i_ + 4 > s_.size()) fail("short \\u escape");
-    uint32_t cp = std::stoul(s_.substr(i_, 4), nullptr, 16);
-    i_ += 4;
-    return cp;
-  }
-  std::string parse_string() {
-    expect('"');
-    std::string out;
-    while (true) {
-      if (i_ >= s_.size()) fail("unterminated string");
-      char c = s_[i_++];
-      if (c == '"') return out;
-      if (c != '\\') { out += c; continue; }
-      if (i_ >= s_.size()) fail("unterminated escape");
-      char e = s_[i_++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp = parse_hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && s_.compare(i_, 2, "\\u") == 0) {
-            i_ += 2;
-            uint32_t lo = parse_hex4();
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          }
-          append_utf8(out, cp);
-          break;
-        }
-        default: fail("bad escape");
-      }
-    }
-  }
-};
-
-std::string json_quote(const std::string& s) {
-  std::ostringstream o;
-  o << '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': o << "\\\""; break;
-      case '\\': o << "\\\\"; break;
-      case '\n': o << "\\n"; break;
-      case '\r': o << "\\r"; break;
-      case '\t': o << "\\t"; break;
-      default:
-        if (c < 0x20) o << "\\u" << std::hex << std::setw(4) << std::setfill('0') << int(c) << std::dec;
-        else o << c;
-    }
-  }
-  o << '"';
-  return o.str();
-}
+using namespace fxexport;  // fxexport_common.hpp: Json, UsageError, shape_str, ...
 
 // OpenVINO exceptions carry source locations ("Exception from src/x.cpp:84:", "Check 'cond' failed
 // at src/y.cpp:563:") and span several lines: keep the message, on one line.
@@ -263,104 +94,44 @@ std::string one_line(const std::string& text) {
 }
 
 // ---------------------------------------------------------------------------
-// .npy read / write (version 1.x / 2.x headers, C order, little endian).
+// .npy read / write: fxexport_common.hpp's, with OpenVINO tensors.
 
 struct DtypeInfo {
-  const char* descr;
   ov::element::Type_t type;
   const char* name;  // the manifest's dtype names, as torch writes them in Python
 };
-const DtypeInfo kDtypes[] = {
-    {"<f4", ov::element::f32, "float32"}, {"<f8", ov::element::f64, "float64"}, {"<f2", ov::element::f16, "float16"},
-    {"<i8", ov::element::i64, "int64"},   {"<i4", ov::element::i32, "int32"},   {"<i2", ov::element::i16, "int16"},
-    {"|i1", ov::element::i8, "int8"},     {"|u1", ov::element::u8, "uint8"},    {"|b1", ov::element::boolean, "bool"},
+// The element types of fxexport::kNpyDescrs, in its order.
+const DtypeInfo kNpyTypes[] = {
+    {ov::element::f32, "float32"}, {ov::element::f64, "float64"}, {ov::element::f16, "float16"},
+    {ov::element::i64, "int64"},   {ov::element::i32, "int32"},   {ov::element::i16, "int16"},
+    {ov::element::i8, "int8"},     {ov::element::u8, "uint8"},    {ov::element::boolean, "bool"},
 };
+static_assert(sizeof(kNpyTypes) / sizeof(kNpyTypes[0]) == fxexport::kNpyDtypes);
 
-const DtypeInfo* dtype_info(const ov::element::Type& type) {
-  for (const auto& d : kDtypes)
-    if (type == d.type) return &d;
-  return nullptr;
+// The index of type in kNpyTypes (and fxexport::kNpyDescrs), or fxexport::kNpyDtypes.
+size_t npy_dtype(const ov::element::Type& type) {
+  for (size_t i = 0; i < fxexport::kNpyDtypes; ++i)
+    if (type == kNpyTypes[i].type) return i;
+  return fxexport::kNpyDtypes;
 }
 
 std::string dtype_name(const ov::element::Type& type) {
   if (type == ov::element::bf16) return "bfloat16";
-  const DtypeInfo* info = dtype_info(type);
-  return info ? info->name : type.get_type_name();
-}
-
-std::string header_value(const std::string& header, const std::string& key) {
-  auto pos = header.find("'" + key + "'");
-  if (pos == std::string::npos) throw UsageError("npy header has no '" + key + "'");
-  pos = header.find(':', pos) + 1;
-  while (pos < header.size() && header[pos] == ' ') ++pos;
-  if (pos < header.size() && header[pos] == '\'') {
-    auto end = header.find('\'', pos + 1);
-    return header.substr(pos + 1, end - pos - 1);
-  }
-  if (pos < header.size() && header[pos] == '(') {
-    auto end = header.find(')', pos);
-    return header.substr(pos + 1, end - pos - 1);
-  }
-  auto end = header.find_first_of(",}", pos);
-  return header.substr(pos, end - pos);
-}
-
-std::string shape_str(const ov::Shape& shape, const char* open = "[", const char* close = "]") {
-  std::ostringstream o;
-  o << open;
-  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
-  o << close;
-  return o.str();
+  size_t d = npy_dtype(type);
+  return d < fxexport::kNpyDtypes ? kNpyTypes[d].name : type.get_type_name();
 }
 
 ov::Tensor read_npy(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw UsageError("cannot open input '" + path + "'");
-  char magic[8];
-  f.read(magic, 8);
-  if (!f || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw UsageError("'" + path + "' is not a .npy file");
-  uint32_t header_len = 0;
-  if (magic[6] == 1) {
-    uint16_t len16 = 0;
-    f.read(reinterpret_cast<char*>(&len16), 2);
-    header_len = len16;
-  } else {
-    f.read(reinterpret_cast<char*>(&header_len), 4);
-  }
-  if (!f || header_len > (1u << 20)) throw UsageError("'" + path + "' has a broken .npy header");
-  std::string header(header_len, '\0');
-  f.read(header.data(), header_len);
-  std::string descr = header_value(header, "descr");
-  if (header_value(header, "fortran_order") != "False")
-    throw UsageError("'" + path + "' is Fortran-ordered; save it C-contiguous (np.ascontiguousarray)");
-  ov::Shape shape;
-  std::stringstream dims(header_value(header, "shape"));
-  std::string item;
-  while (std::getline(dims, item, ',')) {
-    item.erase(std::remove(item.begin(), item.end(), ' '), item.end());
-    if (!item.empty()) shape.push_back(static_cast<size_t>(std::stoll(item)));
-  }
-  const DtypeInfo* info = nullptr;
-  for (const auto& d : kDtypes)
-    if (descr == d.descr) info = &d;
-  if (!info)
-    throw UsageError("'" + path + "' has dtype '" + descr + "'; expected one of <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1");
-  ov::Tensor t(info->type, shape);
-  f.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(t.get_byte_size()));
-  if (!f) throw UsageError("'" + path + "' is shorter than its header says");
+  fxexport::NpyReader npy(path);
+  ov::Tensor t(kNpyTypes[npy.dtype].type, ov::Shape(npy.shape.begin(), npy.shape.end()));
+  npy.read(t.data(), t.get_byte_size());
   return t;
 }
 
 ov::Tensor read_raw(const std::string& path, const ov::Shape& shape) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw UsageError("cannot open input '" + path + "'");
+  fxexport::RawReader raw(path);
   ov::Tensor t(ov::element::f32, shape);
-  auto size = static_cast<size_t>(f.tellg());
-  if (size != t.get_byte_size())
-    throw UsageError("raw input '" + path + "' has " + std::to_string(size) + " bytes; shape " + shape_str(shape) +
-                     " as float32 needs " + std::to_string(t.get_byte_size()));
-  f.seekg(0);
-  f.read(static_cast<char*>(t.data()), static_cast<std::streamsize>(t.get_byte_size()));
+  raw.read(t.data(), t.get_byte_size(), shape);
   return t;
 }
 
@@ -408,38 +179,10 @@ ov::Tensor cast(const ov::Tensor& t, const ov::element::Type& type) {
 
 void write_npy(const ov::Tensor& tensor, const fs::path& path) {
   ov::Tensor t = tensor.get_element_type() == ov::element::bf16 ? cast(tensor, ov::element::f32) : tensor;
-  const DtypeInfo* info = dtype_info(t.get_element_type());
-  if (!info) throw std::runtime_error("cannot write element type " + t.get_element_type().get_type_name() + " to .npy");
-  const ov::Shape& dims = t.get_shape();
-  std::string shape = dims.size() == 1 ? "(" + std::to_string(dims[0]) + ",)" : shape_str(dims, "(", ")");
-  std::string header = std::string("{'descr': '") + info->descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  size_t total = 10 + header.size() + 1;
-  header.append((64 - total % 64) % 64, ' ');
-  header += '\n';
-  std::ofstream f(path, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  uint16_t len = static_cast<uint16_t>(header.size());
-  f.write(reinterpret_cast<const char*>(&len), 2);
-  f.write(header.data(), static_cast<std::streamsize>(header.size()));
-  f.write(static_cast<const char*>(t.data()), static_cast<std::streamsize>(t.get_byte_size()));
-  if (!f) throw std::runtime_error("cannot write '" + path.string() + "'");
-}
-
-ov::Shape parse_shape(const std::string& text) {
-  ov::Shape shape;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      long long v = std::stoll(item);
-      if (v < 0) throw std::invalid_argument("negative");
-      shape.push_back(static_cast<size_t>(v));
-    } catch (const std::exception&) {
-      throw UsageError("--shape '" + text + "' is not a comma-separated list of ints, e.g. 1,3,224,224");
-    }
-  }
-  if (shape.empty()) throw UsageError("--shape is empty; give e.g. 1,3,224,224");
-  return shape;
+  size_t d = npy_dtype(t.get_element_type());
+  if (d == fxexport::kNpyDtypes)
+    throw std::runtime_error("cannot write element type " + t.get_element_type().get_type_name() + " to .npy");
+  fxexport::write_npy_file(path, fxexport::kNpyDescrs[d], t.get_shape(), t.data(), t.get_byte_size());
 }
 
 int parse_count(const std::string& option, const std::string& text) {
@@ -450,17 +193,6 @@ int parse_count(const std::string& option, const std::string& text) {
   } catch (const std::exception&) {
   }
   throw UsageError(option + " '" + text + "' is not a non-negative integer");
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string safe_file_name(const std::string& name) {
-  std::string out;
-  for (char c : name) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') ? c : '_';
-  if (out.empty() || out[0] == '.') out = "_" + out;
-  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -680,11 +412,11 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw UsageError(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--shape") shapes.push_back(parse_shape(value()));
+      auto value = [&] { return fxexport::option_value(argc, argv, i); };
+      if (a == "--shape") {
+        auto dims = fxexport::parse_shape(value(), true);
+        shapes.emplace_back(dims.begin(), dims.end());
+      }
       else if (a == "--out") out_dir = value();
       else if (a == "--threads") threads = parse_count(a, value());
       else if (a == "--repeat") repeat = parse_count(a, value());
@@ -752,15 +484,7 @@ int main(int argc, char** argv) {
 
   std::vector<ov::Tensor> inputs;
   try {
-    size_t raw = 0;
-    for (const auto& p : input_paths) {
-      if (ends_with(p, ".npy")) {
-        inputs.push_back(read_npy(p));
-      } else {
-        if (raw >= shapes.size()) throw UsageError("raw input '" + p + "' needs a --shape (one per raw input)");
-        inputs.push_back(read_raw(p, shapes[raw++]));
-      }
-    }
+    inputs = fxexport::read_inputs<ov::Tensor>(input_paths, shapes, read_npy, read_raw);
     const auto params = model->inputs();
     if (inputs.size() != params.size()) {
       std::vector<std::string> names;
@@ -854,9 +578,7 @@ int main(int argc, char** argv) {
       fail(3, "output '" + name + "': " + e.what());
     }
     std::string dtype = dtype_name(t.get_element_type());
-    std::cout << std::setprecision(10) << name << "\tshape=" << shape_str(t.get_shape()) << "\tdtype=" << dtype
-              << "\tsum=" << sum << "\tabs_sum=" << abs_sum << "\n";
-    std::string file = std::to_string(i) + "_" + safe_file_name(name) + ".npy";
+    std::string file = report_output(std::cout, listing, i, name, shape_str(t.get_shape()), dtype, sum, abs_sum);
     if (!out_dir.empty()) {
       try {
         write_npy(t, fs::path(out_dir) / file);
@@ -864,9 +586,6 @@ int main(int argc, char** argv) {
         fail(3, e.what());
       }
     }
-    listing << (i ? ", " : "") << "{\"name\": " << json_quote(name) << ", \"file\": " << json_quote(file)
-            << ", \"shape\": " << shape_str(t.get_shape()) << ", \"dtype\": " << json_quote(dtype)
-            << std::setprecision(17) << ", \"sum\": " << sum << ", \"abs_sum\": " << abs_sum << "}";
   }
   listing << "]";
   if (!times_ms.empty()) {
