@@ -970,7 +970,8 @@ def add_optimize_parser(sub) -> None:
 fxexport optimize out/model.onnx --int8 static --calibration calib_npy/ --min-cosine 0.99 --report edge.json
 fxexport optimize out/resnet18.onnx --int8 static --backend onnxruntime --backend openvino
 fxexport optimize out/resnet18.tflite --int8 static
-fxexport optimize out/resnet18.onnx --int8 static --calibration photos/ --backend onnxruntime --backend openvino""",
+fxexport optimize out/resnet18.onnx --int8 static --calibration photos/ --inputs more_photos/ \\
+    --backend onnxruntime --backend openvino""",
         "Write variants of an artifact written by `fxexport export` (.onnx, OpenVINO .xml, LiteRT .tflite) next "
         "to it (or into -o DIR), per --backend: onnxruntime (an .onnx source: onnxruntime-optimized always, "
         "float16, int8 dynamic or static QDQ, ORT format), openvino (the float32 IR and an NNCF int8 IR), "
@@ -1009,13 +1010,17 @@ fxexport optimize out/resnet18.onnx --int8 static --calibration photos/ --backen
     t.add_argument("--max-error", type=_nonneg_float, default=None,
                    help="largest per-output max|out-ref|/max|ref| for the fp16/int8 variants")
     p.add_argument("--n-inputs", type=_positive_int, default=3, help="random inputs to verify on (default 3)")
+    p.add_argument("--inputs", metavar="DIR", default=None,
+                   help="verify the variants on the files of DIR (as verify --inputs: images, .npz, .npy) instead of "
+                        "random inputs; real images check an image-calibrated int8 variant on its own kind of data")
     p.add_argument("--threads", type=_positive_int, default=None, help="runtime threads for timing")
     p.add_argument("--no-timing", action="store_true", help="skip the latency measurement")
     p.add_argument("--report", metavar="FILE.json", default=None, help="also write the report as JSON here")
     p.add_argument("--html", metavar="FILE.html", default=None,
                    help="also write the report as a self-contained page (size vs latency chart, per output "
                         "max error and cosine vs thresholds)")
-    _preprocess_options(p, "calibration images become the image input (the record used is in the int8 settings)")
+    _preprocess_options(p, "images of --calibration / --inputs become the image input (the record used is in the "
+                           "int8 settings)")
     _common(p, json_help="print the report as JSON")
 
 
@@ -1031,8 +1036,8 @@ def cmd_optimize(args) -> int:
     if (args.calibration or args.calibration_random) and args.int8 != "static":
         raise CliError("--calibration / --calibration-random need --int8 static")
     flags = _preprocess_flags(args)
-    if (flags or args.image_input) and not args.calibration:
-        raise CliError("the image preprocessing flags apply to the images of --calibration DIR")
+    if (flags or args.image_input) and not (args.calibration or args.inputs):
+        raise CliError("the image preprocessing flags apply to the images of --calibration DIR and --inputs DIR")
     thresholds = None
     if args.min_cosine is not None or args.max_error is not None:
         override = {k: v for k, v in (("min_cosine", args.min_cosine), ("max_error", args.max_error)) if v is not None}
@@ -1046,7 +1051,7 @@ def cmd_optimize(args) -> int:
                           weights=args.weights if extractor is None else None,
                           n_inputs=args.n_inputs, threads=args.threads, measure=not args.no_timing,
                           trust_model_spec=args.trust_model_spec, preprocess=flags or None,
-                          image_input=args.image_input)
+                          image_input=args.image_input, inputs=args.inputs)
     if args.report:
         report.to_json(args.report)
     if args.html:

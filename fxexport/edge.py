@@ -507,9 +507,10 @@ def optimize(
             :func:`fxexport.models.check_rebuildable` accepts (``torchvision:`` /
             ``timm:`` names with plain kwargs); a file or module spec is refused
             before anything is written.
-        inputs: verification inputs (a tensor, a tuple, or a list of sets);
-            default ``n_inputs`` seeded random sets from the manifest (``seed``),
-            which differ from the random calibration inputs (seed 1).
+        inputs: verification inputs (a tensor, a tuple, or a list of sets; or a folder,
+            read like ``calibration``: real images check an image-calibrated int8 variant on
+            the data it was calibrated for); default ``n_inputs`` seeded random sets from the
+            manifest (``seed``), which differ from the random calibration inputs (seed 1).
         verify / measure: turn verification or timing off.
         threads: threads of every runtime for timing (default: the CPUs this process may use).
         blocks / reps: timing: median over ``blocks`` interleaved blocks of ``reps`` runs.
@@ -521,7 +522,7 @@ def optimize(
         timer: how latency is measured (:data:`Timer`): given ``{variant name: run once}``,
             return seconds per run; default median of interleaved blocks
             (:func:`fxexport._timing.interleaved` with ``blocks`` / ``reps``).
-        preprocess / image_input: how calibration images become inputs, as for
+        preprocess / image_input: how calibration (and ``inputs``) images become inputs, as for
             :func:`fxexport.verify`: ``preprocess`` (a ``Preprocess`` or ``{field: value}``) over
             the source's recorded record, else the model spec's default; the record used is in
             each int8 variant's calibration settings.
@@ -631,7 +632,7 @@ def optimize(
 
     input_sets = None
     if verify or measure:
-        input_sets = _verification_inputs(manifest, inputs, n_inputs, seed)
+        input_sets = _verification_inputs(manifest, inputs, n_inputs, seed, preprocess, image_input, notes)
         report.inputs = [[list(t.shape) for t in s] for s in input_sets]
     if verify:
         t0 = time.perf_counter()
@@ -1105,9 +1106,18 @@ def _random_calibration(manifest: Manifest, n: int) -> list[dict[str, np.ndarray
 # --------------------------------------------------------------------------- verification
 
 
-def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int):
+def _verification_inputs(manifest: Manifest, inputs, n_inputs: int, seed: int, preprocess: Any = None,
+                         image_input: str | None = None, notes: list[str] | None = None):
     from fxexport.verification import make_inputs, normalize_inputs
 
+    if isinstance(inputs, (str, os.PathLike)):  # a folder, read as verify(inputs=DIR) reads it
+        from fxexport.verification.core import preprocess_for
+        from fxexport.verification.inputs import folder_has_images, load_input_folder
+
+        entry = preprocess_for(manifest, preprocess, image_input) if folder_has_images(inputs) else None
+        if entry is not None and notes is not None:
+            notes.append(f"verified on the images in '{inputs}', preprocessed: {entry.describe()}")
+        return load_input_folder(inputs, manifest, preprocess=entry, image_input=image_input)
     if inputs is not None:
         return normalize_inputs(inputs, len(manifest.inputs))
     return make_inputs(manifest, n_inputs=n_inputs, seed=seed)
