@@ -292,7 +292,7 @@ class ArtifactView(_Renderable):
             rows.append(("preprocess", _preprocess_text(m["preprocess"])))
         if isinstance(m.get("concrete_args"), dict) and m["concrete_args"]:
             rows.append(("concrete args", ", ".join(
-                f"{name}={v['value']!r}" if "value" in v else f"{name}=<{v.get('type')}>"
+                (f"{name}={v['value']!r}" if "value" in v else f"{name}=<{v.get('type')}>")
                 + (" (automatic)" if v.get("auto") else "") for name, v in m["concrete_args"].items()
                 if isinstance(v, dict))))
         rows += [(str(key).replace("_", " "), str(value)) for key, value in facts.items()]
