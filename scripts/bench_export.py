@@ -7,19 +7,28 @@ Rows:
     model and extractor already built). Models: resnet50 ``layer1..layer4`` and vit_b_16 with 3
     encoder layers (``encoder_layer_3/7/11``), 224x224, example batch 1, dynamic batch, seeded
     random weights. The time includes fxexport's checks (onnxruntime at two batch sizes).
-  * ``latency`` (also at 1 thread, as a contention indicator): resnet50 ``layer1..layer4`` at batch 1, 2 threads: onnxruntime on the file
-    ``export_onnx`` wrote (graph optimizations on) vs the eager torch extractor (target
-    ratio <= 0.6) and vs a plain ``torch.onnx.export`` of the same extractor with the same
+  * ``phases``: where one ``export_onnx`` spends its time, beside a plain ``torch.onnx.export`` of the same
+    extractor (resnet50 ``layer1..layer4``, 224x224, example batch 2, dynamic batch, TorchScript-based
+    exporter, 2 threads). Both run in turn in interleaved blocks in this process (gaps between,
+    order rotating); each phase (exporter, serialization, fix-up, node-map, checker, write, runtime session,
+    runtime runs, eager runs, compare; marked in the library with :func:`fxexport._timing.phase`,
+    collected with :func:`fxexport._timing.collect_phases`) is the median over blocks, ``vs_plain`` its
+    fraction of the plain export's median. ``other`` is the unmarked rest (plan, manifest, ...).
+    Target: ``total`` <= 2.0x plain.
+  * ``latency`` (also at 1 thread, as a contention indicator): resnet50 ``layer1..layer4`` at batch 1,
+    2 threads: onnxruntime on the file ``export_onnx`` wrote (graph optimizations on) vs the eager
+    torch extractor (target ratio <= 0.6) and vs a plain ``torch.onnx.export`` of the same extractor with the same
     exporter (target within 5%: the flattening must cost nothing at run time). Medians of
     interleaved blocks with gaps (:func:`bench_common.interleaved`), all in one process.
 
-``--quick``: resnet18 at 64x64, no vit. Run: ``python scripts/bench.py export [--quick]``.
+``--quick``: resnet18 at 64x64, no vit, fewer blocks. Run: ``python scripts/bench.py export [--quick]``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +40,7 @@ ROOT = HERE.parent
 R50_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
 VIT_NODES = {f"encoder.layers.encoder_layer_{i}": f"enc{i}" for i in (3, 7, 11)}
 EXPORTERS = ("onnx-dynamo", "onnx-torchscript", "torchscript-script")
-COLUMNS = ("bench", "model", "exporter", "wall_s", "peak_rss_mib", "rss_delta_mib", "latency_ms",
+COLUMNS = ("bench", "model", "exporter", "phase", "wall_s", "peak_rss_mib", "rss_delta_mib", "latency_ms",
            "vs_eager", "vs_plain", "note")
 
 
@@ -39,7 +48,7 @@ def _row(**kw) -> dict:
     return {c: kw.get(c) for c in COLUMNS}
 
 
-def _build(model_name: str, quick: bool):
+def _build(model_name: str, quick: bool, batch: int = 1):
     import torch
     import torchvision
 
@@ -53,7 +62,7 @@ def _build(model_name: str, quick: bool):
             model, nodes, size = torchvision.models.resnet18().eval(), R50_NODES, 64
         else:
             model, nodes, size = torchvision.models.resnet50().eval(), R50_NODES, 224
-    return create_feature_extractor(model, nodes), torch.rand(1, 3, size, size)
+    return create_feature_extractor(model, nodes), torch.rand(batch, 3, size, size)
 
 
 def _child(model_name: str, exporter: str, out: str, quick: bool) -> None:
@@ -129,6 +138,68 @@ def _plain_export(extractor, x, path: Path, exporter: str) -> None:
                           output_names=list(R50_NODES.values()), dynamic_axes={"x": {0: "batch"}})
 
 
+#: the phases export_onnx marks (fxexport._timing.phase), in the order they happen
+PHASES = ("eager runs", "exporter", "serialization", "fix-up", "node-map", "checker", "runtime session", "runtime runs",
+          "compare", "write")
+
+
+def _phase_rows(quick: bool, folder: Path) -> list[dict]:
+    """export_onnx's phases beside a plain torch.onnx.export: interleaved blocks, medians."""
+    import contextlib
+    import io
+
+    import torch
+
+    from fxexport import export_onnx
+    from fxexport._timing import collect_phases
+
+    torch.set_num_threads(2)
+    model_name = "resnet18" if quick else "resnet50"
+    extractor, x = _build(model_name, quick, batch=2)
+    ours_path, plain_path = folder / "phases-ours.onnx", folder / "phases-plain.onnx"
+
+    def plain() -> dict[str, float]:
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(extractor, (x,), str(plain_path), dynamo=False, input_names=["x"],
+                              output_names=list(R50_NODES.values()), dynamic_axes={"x": {0: "batch"}})
+        return {}
+
+    def ours() -> dict[str, float]:
+        with collect_phases() as phases:
+            export_onnx(extractor, x, ours_path, dynamic=("batch",), exporter="torchscript")
+        return phases
+
+    fns = {"plain": plain, "ours": ours}
+    blocks = 3 if quick else 7
+    for fn in fns.values():  # warm-up: first-call imports and allocations
+        fn()
+    totals: dict[str, list[float]] = {n: [] for n in fns}
+    phases: list[dict[str, float]] = []
+    names = list(fns)
+    for b in range(blocks):
+        for name in names[b % 2:] + names[: b % 2]:
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            got = fns[name]()
+            totals[name].append(time.perf_counter() - t0)
+            if name == "ours":
+                phases.append(dict(got, other=totals[name][-1] - sum(got.values())))
+    plain_s, ours_s = statistics.median(totals["plain"]), statistics.median(totals["ours"])
+    label = "fxexport.export_onnx (torchscript)"
+    note = f"example batch 2, dynamic batch, 2 threads; median of {blocks} interleaved blocks"
+    rows = [_row(bench="phases", model=model_name, exporter="plain torch.onnx.export (torchscript)", phase="total",
+                 wall_s=plain_s, vs_plain=1.0, note=note)]
+    seen = [n for n in PHASES if any(n in ph for ph in phases)]
+    seen += sorted({n for ph in phases for n in ph} - set(seen) - {"other"}) + ["other"]
+    for name in seen:
+        median = statistics.median(ph.get(name, 0.0) for ph in phases)
+        rows.append(_row(bench="phases", model=model_name, exporter=label, phase=name, wall_s=median,
+                         vs_plain=median / plain_s))
+    rows.append(_row(bench="phases", model=model_name, exporter=label, phase="total", wall_s=ours_s,
+                     vs_plain=ours_s / plain_s, note="target: vs_plain <= 2.0"))
+    return rows
+
+
 def _latency_rows(quick: bool, folder: Path) -> list[dict]:
     import contextlib
     import io
@@ -174,7 +245,8 @@ def _latency_rows(quick: bool, folder: Path) -> list[dict]:
         fns[f"ours-{exporter}"] = lambda s=s_ours: s.run(None, feeds)
         fns[f"plain-{exporter}"] = lambda s=s_plain: s.run(None, feeds)
         if exporter == "torchscript":
-            fns["ours-1"] = lambda s=_session(ours, 1): s.run(None, feeds)
+            one_thread = _session(ours, 1)
+            fns["ours-1"] = lambda s=one_thread: s.run(None, feeds)
     blocks, reps = (5, 5) if quick else (9, 5)
     times = interleaved(fns, blocks=blocks, reps=reps, warmup=3, gap_s=0.1)
     eager_s = times["eager"]
@@ -204,7 +276,8 @@ def run(args) -> list[dict]:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         folder = Path(tmp)
-        rows = _export_rows(quick, folder)
+        rows = _phase_rows(quick, folder)
+        rows += _export_rows(quick, folder)
         rows += _latency_rows(quick, folder)
     load_after = os.getloadavg()
     rows.append(_row(bench="machine", note=f"{cpu_count()} cpus; load average {load[0]:.2f} before, "
