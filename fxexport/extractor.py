@@ -94,25 +94,28 @@ def _warn_graph_differences(train_tracer: NodePathTracer, eval_tracer: NodePathT
                   stacklevel=3)
 
 
-def optional_none_args(model: Any) -> list[str]:
-    """The arguments of ``model.forward`` after the first that default to None (``mask=None``): traced as Proxies
-    they take the branch for a given value, so fxexport fixes them to None (``concrete_args``) unless told otherwise.
+def optional_args(model: Any) -> "OrderedDict[str, Any]":
+    """The arguments of ``model.forward`` after the first that default to None (``mask=None``) or to a plain
+    value (a bool, int, float or str: ``is_causal=False``), with their defaults. Traced as Proxies they take the
+    branch for a given mask, or fail in ``if flag:``; no exported format takes them as inputs either. So
+    fxexport fixes them to their defaults (``concrete_args``) unless told otherwise.
 
     Example:
         >>> class Net(nn.Module):
-        ...     def forward(self, x, mask=None, *, scale=None, flag=False):
+        ...     def forward(self, x, mask=None, *, scale=None, is_causal=False, size=(1, 2)):
         ...         return x
-        >>> optional_none_args(Net())
-        ['mask', 'scale']
+        >>> optional_args(Net())
+        OrderedDict([('mask', None), ('scale', None), ('is_causal', False)])
     """
     try:
         params = list(inspect.signature(getattr(model, "forward", model)).parameters.values())
     except (TypeError, ValueError):
-        return []
+        return OrderedDict()
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     first = positional[0].name if positional else None
-    return [p.name for p in params if p.name != first and p.default is None
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return OrderedDict((p.name, p.default) for p in params if p.name != first
+                       and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                       and (p.default is None or type(p.default) in (bool, int, float, str)))
 
 
 def _concrete_plan(model: Any, concrete_args: Any) -> tuple[Any, "OrderedDict[str, Any]", list[str]]:
@@ -120,15 +123,16 @@ def _concrete_plan(model: Any, concrete_args: Any) -> tuple[Any, "OrderedDict[st
 
     The user's ``concrete_args`` come first; an entry that is ``torch.fx.PH`` keeps that argument an
     input (and is not passed on, so the input keeps its own name). Every other optional argument
-    that defaults to None is fixed to None.
+    (:func:`optional_args`) is fixed to its default.
     """
     if concrete_args is not None and not isinstance(concrete_args, Mapping):
         return concrete_args, OrderedDict(), []  # a tuple: FX's own form, passed through as it is
     given = dict(concrete_args or {})
     kept = OrderedDict((k, v) for k, v in given.items() if v is not fx.PH)
-    auto = [name for name in optional_none_args(model) if name not in given]
+    defaults = optional_args(model)
+    auto = [name for name in defaults if name not in given]
     for name in auto:
-        kept[name] = None
+        kept[name] = defaults[name]
     return (dict(kept) if kept else None), kept, auto
 
 
@@ -171,8 +175,8 @@ def trace_graph(model: nn.Module, tracer_kwargs: dict[str, Any], concrete_args: 
     (whose ``node_to_qualname`` holds the node names) and the graph.
 
     ``tracer_kwargs`` are the tracer's arguments (:func:`fxexport.tracing.default_tracer_kwargs`).
-    Optional forward arguments after the first that default to None are fixed to None
-    (:func:`optional_none_args`; the user's ``concrete_args`` win, ``torch.fx.PH`` keeps an input);
+    Optional forward arguments after the first that default to None or a plain value are fixed to
+    their defaults (:func:`optional_args`; the user's ``concrete_args`` win, ``torch.fx.PH`` keeps an input);
     the placeholders and assertion nodes FX adds for fixed arguments are removed. The tracer's
     ``concrete_args`` holds what was fixed and ``auto_concrete_args`` the names fixed automatically.
     A failure becomes a :class:`TraceError` that names the module and what would work.
@@ -329,7 +333,7 @@ class FeatureExtractor(fx.GraphModule):
             decides (and then this is empty).
         concrete_args: the forward arguments fixed while tracing (``{name: value}``):
             the user's ``concrete_args`` and, in ``auto_concrete_args``, the optional
-            arguments defaulting to None that fxexport fixed itself. They are no inputs
+            arguments (defaulting to None or a plain value) fxexport fixed itself. They are no inputs
             of the graph; a call may still pass them, with the same value.
 
     Build one with :func:`create_feature_extractor`.
@@ -607,9 +611,10 @@ def get_graph_node_names(
             timm's defaults are added.
         suppress_diff_warning: do not warn when the train and eval graphs differ.
         concrete_args: arguments of ``forward`` to fix while tracing. Optional arguments
-            (after the first) that default to None, such as timm hiera's ``mask=None``, are
-            fixed to None without being named; a value given here wins, and ``torch.fx.PH``
-            keeps an argument an input. Fixed arguments are no nodes and no inputs.
+            (after the first) that default to None, such as timm hiera's ``mask=None``, or to
+            a bool/int/float/str (``is_causal=False``) are fixed to their defaults without being
+            named; a value given here wins, and ``torch.fx.PH`` keeps an argument an input.
+            Fixed arguments are no nodes and no inputs.
         leaf_modules: module classes not to trace into (merged with
             ``tracer_kwargs["leaf_modules"]``).
 
@@ -673,9 +678,10 @@ def create_feature_extractor(
             timm's defaults are added.
         suppress_diff_warning: do not warn when the train and eval graphs differ.
         concrete_args: arguments of ``forward`` to fix while tracing. Optional arguments
-            (after the first) that default to None, such as timm hiera's ``mask=None``, are
-            fixed to None without being named; a value given here wins, and ``torch.fx.PH``
-            keeps an argument an input. Fixed arguments are no nodes and no inputs.
+            (after the first) that default to None, such as timm hiera's ``mask=None``, or to
+            a bool/int/float/str (``is_causal=False``) are fixed to their defaults without being
+            named; a value given here wins, and ``torch.fx.PH`` keeps an argument an input.
+            Fixed arguments are no nodes and no inputs.
         leaf_modules: module classes not to trace into.
 
     Raises:

@@ -212,7 +212,8 @@ def _check_concrete(value: Any) -> dict[str, dict[str, Any]]:
 
 def concrete_args_entry(values: Any, auto: Any = ()) -> dict[str, dict[str, Any]]:
     """The manifest's ``concrete_args`` from ``{arg: value}`` (``auto``: the names fxexport fixed itself,
-    optional arguments that default to None). A value that is not a JSON scalar is recorded by its type.
+    optional arguments that default to None or a plain value). A value that is not a JSON scalar is recorded by
+    its type.
 
     Example:
         >>> concrete_args_entry({"mask": None, "scale": 2.0}, auto=["mask"])
@@ -298,7 +299,8 @@ class Manifest:
             :class:`~fxexport.preprocess.PreprocessEntry`: the record, the input it feeds, and its
             source ``"flag"`` / ``"manifest"`` / ``"spec default"``), or None (format version 2).
         concrete_args: forward arguments fixed while tracing, ``{arg: {"auto": bool, "value": ...}}``
-            (``auto``: an optional argument defaulting to None that fxexport fixed; format version 2).
+            (``auto``: an optional argument, defaulting to None or a plain value, that fxexport fixed; format
+            version 2).
     """
 
     format: str

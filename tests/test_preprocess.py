@@ -313,6 +313,23 @@ def test_optional_none_argument_is_concrete_and_leaves_no_trace(tmp_path):
     assert read_manifest(tmp_path / "masked.onnx").concrete_args == {"mask": {"auto": True, "value": None}}
 
 
+def test_optional_flags_are_fixed_to_their_defaults_too():
+    """timm's VisionTransformer.forward(x, attn_mask=None, is_causal=False): with the mask fixed to None, the flag
+    would be a Proxy in `if attn_mask is not None or is_causal:` and tracing would fail."""
+
+    class Causal(nn.Module):
+        def forward(self, x, attn_mask=None, is_causal: bool = False):
+            if attn_mask is not None or is_causal:
+                x = x * 0
+            return x + 1
+
+    train, eval_ = get_graph_node_names(Causal())
+    assert train == eval_ == ["x", "add"]
+    extractor = create_feature_extractor(Causal(), ["add"])
+    assert dict(extractor.concrete_args) == {"attn_mask": None, "is_causal": False}
+    assert torch.equal(extractor(torch.ones(2))["add"], torch.full((2,), 2.0))
+
+
 def test_the_users_concrete_args_win_and_ph_keeps_an_input():
     model = Masked().eval()
     user = create_feature_extractor(model, ["mul"], concrete_args={"mask": torch.fx.PH})

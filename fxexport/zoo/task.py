@@ -438,8 +438,9 @@ def _pipeline(entry: ZooModel, options: dict[str, Any], result: ModelResult, ste
     if not steps["extractor"].ok:
         return
     auto = getattr(extractor, "auto_concrete_args", ())
-    if auto and concrete is None:  # optional None arguments fxexport fixed itself (create_feature_extractor)
-        result.fixes.append("concrete_args={" + ", ".join(f"'{k}': None" for k in auto) + "} (automatic)")
+    if auto and concrete is None:  # optional arguments fxexport fixed itself (create_feature_extractor)
+        fixed = extractor.concrete_args
+        result.fixes.append("concrete_args={" + ", ".join(f"'{k}': {fixed[k]!r}" for k in auto) + "} (automatic)")
 
     import fxexport
 
