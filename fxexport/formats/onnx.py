@@ -156,8 +156,6 @@ export = export_onnx
 
 def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, target: Path) -> Manifest:
     """Export with one exporter, fix up names/shapes, check, and write ``target`` on success."""
-    import onnx
-
     wrapper = FlatOutputs(p.extractor, p.spec, p.arg_names)
     large = _weights_bytes(p.extractor) > EXTERNAL_DATA_THRESHOLD
     with _scratch_dir(target if large else None) as scratch:
@@ -184,32 +182,68 @@ def _export_checked(p: Plan, exporter: str, opset: int | None, model_info, targe
         set_onnx_manifest(model, manifest)
         staged = scratch / target.name if large else None
         checked = _serialized(model, staged)  # once: checked, run and written as these bytes (or this file)
-        if not large:
-            del model  # the bytes are all we need (halves the memory of a model near 2 GB)
-        try:
-            with phase("checker"):
-                onnx.checker.check_model(checked)
-        except Exception as err:  # noqa: BLE001
-            raise ExportError(f"{exporter}: onnx.checker rejects the model: {one_line(err)}") from err
-        _check_in_onnxruntime(checked, p, exporter)
-        learned = p.manifest_extra()
-        if any(manifest.extra.get(k) != v for k, v in learned.items()):
-            # the self-check found nondeterministic outputs: record them (only the metadata changes)
-            manifest.extra.update(learned)
-            if not large:
-                model = onnx.load_from_string(checked)
-            set_onnx_manifest(model, manifest)
-            checked = _serialized(model, staged)
-            del model
         if large:
+            _checked(checked, p, exporter, manifest, model, staged)
             _commit_pair(staged, scratch / external["location"], target)
         else:
-            with phase("write"):
-                superseded = _fxexport_data_files(target)
-                with atomic_path(target) as tmp:
-                    tmp.write_bytes(checked)
-                _remove_superseded(target, superseded, keep=())
+            del model  # the bytes are all we need (halves the memory of a model near 2 GB)
+            superseded = _fxexport_data_files(target)
+            # the bytes go to a temp file beside the target while they are checked; only a file that
+            # passed is renamed onto it (atomic_path removes the temp file on any failure)
+            with atomic_path(target) as tmp:
+                with _background_write(tmp, checked):
+                    final = _checked(checked, p, exporter, manifest, None, None)
+                if final is not checked:  # the check changed the manifest: write the new bytes over it
+                    with phase("write"):
+                        tmp.write_bytes(final)
+            _remove_superseded(target, superseded, keep=())
     return manifest
+
+
+def _checked(data: bytes | str, p: Plan, exporter: str, manifest: Manifest, model, staged: Path | None
+             ) -> bytes | str:
+    """Check the exported bytes (or ``staged`` file, of ``model``): onnx.checker, then onnxruntime against
+    the eager extractor. Returns ``data``, or (the check found nondeterministic outputs to record in
+    the manifest: only the metadata changes) the model serialized again with them."""
+    import onnx
+
+    try:
+        with phase("checker"):
+            onnx.checker.check_model(data)
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"{exporter}: onnx.checker rejects the model: {one_line(err)}") from err
+    _check_in_onnxruntime(data, p, exporter)
+    learned = p.manifest_extra()
+    if not any(manifest.extra.get(k) != v for k, v in learned.items()):
+        return data
+    manifest.extra.update(learned)
+    if model is None:
+        model = onnx.load_from_string(data)
+    set_onnx_manifest(model, manifest)
+    return _serialized(model, staged)
+
+
+@contextlib.contextmanager
+def _background_write(path: Path, data: bytes) -> Iterator[None]:
+    """Write ``data`` to ``path`` in a thread while the block runs (the checks: onnxruntime and torch
+    release the GIL, so the disk write costs no time of its own); on leaving, wait for it, and
+    raise its error when the block itself succeeded. Timed as the ``"background write"`` phase
+    (it overlaps the others) and the wait for it as ``"write"``."""
+    import concurrent.futures
+    import contextvars
+
+    def write() -> None:
+        with phase("background write"):
+            path.write_bytes(data)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fxexport-write") as pool:
+        future = pool.submit(contextvars.copy_context().run, write)
+        try:
+            yield
+        finally:
+            with phase("write"):
+                concurrent.futures.wait([future])
+        future.result()
 
 
 def _serialized(model, staged: Path | None) -> bytes | str:
