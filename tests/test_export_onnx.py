@@ -458,7 +458,7 @@ def test_export_checked_at_the_smallest_second_size_matches_eager(tmp_path, monk
     seen = []
     tamper_session(monkeypatch, lambda outs, feeds: seen.append(feeds["x"].shape) or outs)
     m = export_onnx(ex, torch.rand(2, 3, 16, 16), tmp_path / "t.onnx", dynamic="batch", exporter="torchscript")
-    assert seen == [(2, 3, 16, 16), (1, 3, 16, 16)]  # each size run once in onnxruntime
+    assert sorted(seen) == [(1, 3, 16, 16), (2, 3, 16, 16)]  # each size run once in onnxruntime
     assert m.outputs[0].shape == ["batch", 4, 16, 16]
     x = torch.rand(1, 3, 16, 16)
     got = run(session(tmp_path / "t.onnx"), x)

@@ -286,15 +286,33 @@ def _run_exporter(exporter: str, wrapper: nn.Module, p: Plan, opset: int | None,
     kwargs = dict(input_names=p.input_names, output_names=names, opset_version=opset, dynamo=False,
                   dynamic_axes=axes or None, training=training, do_constant_folding=not p.training)
     if scratch is None:
-        buf = io.BytesIO()
+        buf = _Captured()
         with phase("exporter"):
             torch.onnx.export(wrapper, p.export_inputs, buf, **kwargs)
         with phase("serialization"):
-            return onnx.load_from_string(buf.getvalue())
+            return onnx.load_from_string(buf.value())
     with phase("exporter"):
         torch.onnx.export(wrapper, p.export_inputs, str(scratch / "export.onnx"), **kwargs)
     with phase("serialization"):
         return _load_exported(scratch)
+
+
+class _Captured:
+    """A write-only file object that keeps the bytes written to it (torch writes the model in one call), so
+    the exporter's bytes are parsed where they are: a ``BytesIO`` would copy them twice (``write``, ``getvalue``)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(data if isinstance(data, bytes) else bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def value(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
 
 
 def _load_exported(scratch: Path):
@@ -513,14 +531,14 @@ def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
     got_names = [o.name for o in sess.get_outputs()]
     if got_names != p.spec.names:
         raise ExportError(f"{exporter}: ONNX outputs are {got_names}, expected {p.spec.names}")
-    for k, (inputs, flat) in enumerate(p.probe_sizes()):
-        feeds = {n: t.detach().cpu().numpy() for n, t in zip(p.input_names, inputs)}
+    probes = p.probe_sizes()
+    with phase("runtime runs"):
+        results = _run_concurrently(sess, [{n: t.detach().cpu().numpy() for n, t in zip(p.input_names, inputs)}
+                                           for inputs, _ in probes])
+    for k, ((inputs, flat), got) in enumerate(zip(probes, results)):
         shapes = [tuple(t.shape) for t in inputs]
-        try:
-            with phase("runtime runs"):
-                got = sess.run(None, feeds)
-        except Exception as err:  # noqa: BLE001
-            raise ExportError(_explain_runtime_failure(exporter, p, inputs, err, sess)) from err
+        if isinstance(got, BaseException):
+            raise ExportError(_explain_runtime_failure(exporter, p, inputs, got, sess)) from got
         try:
             p.compare(f"{exporter}: onnxruntime at input shape(s) {shapes}", inputs, flat,
                       [torch.from_numpy(g) for g in got], check_values=not p.training, check_dtype=True)
@@ -531,6 +549,24 @@ def _check_in_onnxruntime(model, p: Plan, exporter: str) -> None:
                 f"{err}; the export is only right at the example size, so {', '.join(repr(d) for d in p.dynamic)} "
                 f"cannot be dynamic for this model with this exporter (export with fixed sizes)"
             ) from err
+
+
+def _run_concurrently(sess, feeds: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``sess.run(None, f)`` for each of ``feeds``, each in its own thread (a one-thread session: two runs use
+    two cores, with no barrier between them to wait at on a busy machine); per run, its outputs or the
+    exception it raised, in order."""
+    import concurrent.futures
+
+    def run(f):
+        try:
+            return sess.run(None, f)
+        except Exception as err:  # noqa: BLE001 - returned, reported in order by the caller
+            return err
+
+    if len(feeds) == 1:
+        return [run(feeds[0])]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(feeds), thread_name_prefix="fxexport-ort") as pool:
+        return list(pool.map(run, feeds))
 
 
 def _explain_runtime_failure(exporter: str, p: Plan, inputs, err: BaseException, sess) -> str:
