@@ -543,3 +543,18 @@ def test_self_check_session_falls_back_to_a_level_that_loads(tmp_path, monkeypat
     with pytest.raises(ExportError, match="onnxruntime cannot load the exported model"):
         export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "g.onnx", exporter="torchscript")
     assert levels == ["disabled"] and not (tmp_path / "g.onnx").exists()
+
+
+def test_export_reports_its_phases_to_a_collector_only(tmp_path):
+    from fxexport._timing import collect_phases
+
+    with collect_phases() as phases:
+        export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "p.onnx", dynamic="batch",
+                    exporter="torchscript")
+    assert {"eager runs", "exporter", "serialization", "checker", "runtime session", "runtime runs", "compare",
+            "write", "background write"} <= set(phases)
+    assert all(v >= 0.0 for v in phases.values())
+    with collect_phases() as outside:
+        pass
+    export_onnx(twin_outputs(), torch.rand(2, 3, 16, 16), tmp_path / "q.onnx", exporter="torchscript")
+    assert outside == {}  # a finished collector sees nothing of later exports
