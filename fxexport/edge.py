@@ -66,6 +66,7 @@ not make the report fail. The result is an :class:`EdgeReport` (``report.ok``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -982,12 +983,19 @@ class _Reader:
 
 
 def _preprocess(src: Path, dst: Path) -> str:
-    """onnxruntime's recommended pre-processing; returns what was done (falls back gracefully)."""
+    """onnxruntime's recommended pre-processing; returns what was done (falls back gracefully).
+
+    It runs in a temporary working directory: when symbolic shape inference gives up,
+    onnxruntime saves its partial model as ``sym_shape_infer_temp.onnx`` plus a
+    ``<uuid>.data`` file into the current directory, which would litter the user's.
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
+            with tempfile.TemporaryDirectory(prefix="fxexport-preprocess-") as scratch, contextlib.chdir(scratch):
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
             return "quant_pre_process" + (" (onnx shape inference only)" if skip_symbolic else "")
         except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; try less
             continue

@@ -229,6 +229,27 @@ def test_calibration_folder_problems():
         load_calibration("/nonexistent/calib", m)
 
 
+def test_int8_preprocessing_leaves_the_working_directory_alone(tmp_path, monkeypatch):
+    # onnxruntime's symbolic shape inference saves its partial model + a <uuid>.data file into the
+    # current directory when it gives up (here on an op it does not know); the fallback still runs
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4096), np.float32), "w")  # large enough for external data
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Foo", ["m"], ["t"], domain="custom.example"),
+         helper.make_node("Relu", ["t"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("custom.example", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    src, dst, cwd = tmp_path / "src.onnx", tmp_path / "dst.onnx", tmp_path / "cwd"
+    onnx.save(model, src)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert edge._preprocess(src, dst) == "quant_pre_process (onnx shape inference only)"
+    assert dst.is_file() and list(cwd.iterdir()) == [] and Path.cwd() == cwd
+
+
 def test_calibration_stacks_dtypes_and_npz(tmp_path):
     m = Manifest("onnx", [TensorSpec("x", [1, 3, 8, 8])], [])
     np.save(tmp_path / "stack.npy", np.ones((4, 3, 8, 8), np.float64))  # split into 4, cast to float32
