@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -263,6 +265,21 @@ def test_read_manifest_of_zips_names_the_file_and_the_field(tmp_path):
             read_manifest(path)
         message = str(info.value)
         assert message.startswith(f"artifact '{path}'") and fragment in message and "\n" not in message, message
+
+
+def test_load_aoti_refuses_a_package_with_a_broken_manifest_before_loading_its_code(tmp_path, monkeypatch):
+    from fxexport.formats.aoti import load_aoti
+
+    loaded = []
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", lambda *a, **k: loaded.append(a))
+    for path, fragment in [(_aoti_zip(tmp_path / "broken.pt2", "{not json"), "manifest is not valid JSON"),
+                           (_aoti_zip(tmp_path / "meta.pt2", None, metadata=b"{oops"), "broken package metadata"),
+                           (_aoti_zip(tmp_path / "cpu.pt2", json.dumps(_with("extra.cpu", "avx2"))), "extra.cpu")]:
+        with pytest.raises(VerificationError, match=re.escape(fragment)):
+            load_aoti(path)
+    assert loaded == []
+    load_aoti(_aoti_zip(tmp_path / "plain.pt2", None))  # a package fxexport did not write: nothing to check
+    assert len(loaded) == 1
 
 
 def test_oversized_manifests_are_refused_in_every_container(tmp_path):

@@ -181,13 +181,10 @@ def load_aoti(path: str | os.PathLike, *, check_cpu: bool = True):
         VerificationError: the package cannot be loaded (e.g. built for other CPU
             features or another torch version).
     """
-    try:
-        manifest = read_manifest(path)
-        cpu = (manifest.extra.get("cpu") if manifest is not None else None) or {}
-    except VerificationError:
-        if not Path(path).exists():
-            raise
-        cpu = {}  # not written by fxexport: nothing recorded to check
+    # a package fxexport did not write (no manifest) has nothing recorded to check; a file whose
+    # manifest or metadata is broken, or that is no zip, is refused here, before any of its code loads
+    manifest = read_manifest(path)
+    cpu = (manifest.extra.get("cpu") if manifest is not None else None) or {}
     missing = missing_cpu_features(cpu) if check_cpu else []
     if missing:
         raise VerificationError(
