@@ -610,11 +610,15 @@ def optimize(
         extractor, _ = rebuild_extractor(manifest, None if weights is None else str(weights),
                                          trust_model_spec=trust_model_spec)
         timings["rebuild"] = time.perf_counter() - t0
+    input_sets = None
+    if verify or measure:  # read first: a variant that must take fixed shapes takes the first set's
+        input_sets = _verification_inputs(manifest, inputs, n_inputs, seed, preprocess, image_input, notes)
     out.mkdir(parents=True, exist_ok=True)
 
     made: list[_Made] = [_Made("fp32", src, _precision_of(manifest), manifest, own, "fp32")]
     job = _Job(src=src, out=out, manifest=manifest, extractor=extractor, int8=int8, calib_sets=calib_sets,
-               calib_desc=calib_desc, seed=seed, timings=timings)
+               calib_desc=calib_desc, seed=seed, timings=timings, notes=notes,
+               fixed_example=tuple(input_sets[0]) if input_sets else None)
     for backend in wanted:
         if backend == "onnxruntime":
             made += _onnxruntime_variants(job, fp16=fp16, ort_format=ort_format, per_channel=per_channel,
@@ -630,10 +634,7 @@ def optimize(
         for m in made
     ]
     report = EdgeReport(source=str(src), variants=results, notes=notes, timings=timings)
-
-    input_sets = None
-    if verify or measure:
-        input_sets = _verification_inputs(manifest, inputs, n_inputs, seed, preprocess, image_input, notes)
+    if input_sets is not None:
         report.inputs = [[list(t.shape) for t in s] for s in input_sets]
     if verify:
         t0 = time.perf_counter()
@@ -649,7 +650,8 @@ def optimize(
                 paths["fp32"] = Path(work) / src.name
                 onnx.save(stamped, str(paths["fp32"]))
             _verify_variants(report, manifest, extractor, weights, input_sets, paths,
-                             trust_model_spec=trust_model_spec)
+                             trust_model_spec=trust_model_spec,
+                             fixed={m.name: m.manifest for m in made if "fixed_shapes" in m.settings})
         timings["verify"] = time.perf_counter() - t0
     if measure:
         t0 = time.perf_counter()
@@ -802,6 +804,10 @@ class _Job:
     calib_desc: dict[str, Any]
     seed: int
     timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    #: the inputs a converted file takes when its converter cannot keep the source's dynamic dims
+    #: (the first verification set, so that it is verified and timed; None: a seeded example)
+    fixed_example: tuple | None = None
 
 
 def _onnxruntime_variants(job: _Job, *, fp16: bool, ort_format: bool, per_channel: bool,
@@ -874,12 +880,12 @@ def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
     else:
         t0 = time.perf_counter()
         path = job.out / f"{stem}.fp32{suffix}"
-        m = module.export(job.extractor, _example_inputs(job.manifest, job.seed), path,
-                          dynamic=list(job.manifest.dynamic) or None, input_names=job.manifest.input_names,
-                          model_info=_model_info(job.manifest))
-        fp32 = _Made(f"{prefix}fp32", path, "fp32", m, backend, "fp32",
-                     {"source": job.src.name, "converted_from": "the eager extractor",
-                      "exporter": f"{module.__name__}.export"})
+        m, fixed = _convert_for(module, job, path, f"{prefix}fp32")
+        settings = {"source": job.src.name, "converted_from": "the eager extractor",
+                    "exporter": f"{module.__name__}.export"}
+        if fixed is not None:
+            settings["fixed_shapes"] = fixed
+        fp32 = _Made(f"{prefix}fp32", path, "fp32", m, backend, "fp32", settings)
         made.append(fp32)
         job.timings[f"make.{fp32.name}"] = time.perf_counter() - t0
     if job.int8 == "static":
@@ -889,9 +895,38 @@ def _other_variants(job: _Job, backend: str, own: str) -> list[_Made]:
         q = module.quantize_int8(fp32.path, path, job.calib_sets, fp32.manifest)
         settings = dict(q.extra.get("edge", {}))
         settings["quantization"] = dict(settings.get("quantization", {}), calibration=job.calib_desc)
+        if "fixed_shapes" in fp32.settings:  # quantized from a file converted at fixed shapes
+            settings["fixed_shapes"] = fp32.settings["fixed_shapes"]
         made.append(_Made(name, path, "int8", q, backend, fp32.name, settings))
         job.timings[f"make.{name}"] = time.perf_counter() - t0
     return made
+
+
+def _convert_for(module: Any, job: _Job, path: Path, name: str) -> tuple[Manifest, dict[str, list[int]] | None]:
+    """Convert the eager extractor with ``module.export`` keeping the source's dynamic dims; when that
+    converter cannot keep them (LiteRT bakes some models' batch in), convert again at fixed shapes
+    (:attr:`_Job.fixed_example`) and say so in the notes. Returns the manifest and the fixed shapes
+    (None when the dims stayed dynamic)."""
+    dynamic = list(job.manifest.dynamic) or None
+    common = dict(input_names=job.manifest.input_names, model_info=_model_info(job.manifest))
+    try:
+        return module.export(job.extractor, _example_inputs(job.manifest, job.seed), path, dynamic=dynamic,
+                             **common), None
+    except ExportError as err:
+        if not dynamic:
+            raise
+        why = one_line(err, 200, typed=False)
+    if job.fixed_example is not None:
+        example = job.fixed_example
+    else:
+        from fxexport.verification import make_inputs
+
+        example = tuple(make_inputs(job.manifest, n_inputs=1, seed=job.seed)[0])
+    m = module.export(job.extractor, example, path, dynamic=None, **common)
+    fixed = {spec.name: [int(d) for d in t.shape] for spec, t in zip(job.manifest.inputs, example)}
+    job.notes.append(f"{name} takes fixed input shapes {fixed} (converted with dynamic {', '.join(dynamic)}: {why}); "
+                     "it is verified and timed on inputs of those shapes only")
+    return m, fixed
 
 
 def _model_info(manifest: Manifest) -> dict[str, Any] | None:
@@ -1144,12 +1179,15 @@ class _CachedReference:
 
 
 def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights, input_sets,
-                     paths: Mapping[str, Path] | None = None, *, trust_model_spec: bool = False) -> None:
+                     paths: Mapping[str, Path] | None = None, *, trust_model_spec: bool = False,
+                     fixed: Mapping[str, Manifest] | None = None) -> None:
     """Verify every variant with its precision's Tolerance; one :class:`OutputResult` per output.
 
     ``max_error`` divides each input's ``max|out - ref|`` by that input's ``max|ref|``, as the
     ``range_atol`` of :func:`fxexport.compare.compare_tensors` does (so the number reported and
     the pass/fail decision agree); an output's ``max_error`` is the worst over the inputs.
+    A variant converted at fixed shapes where the source is dynamic (``fixed``: name -> its manifest)
+    is verified on the input sets of its shapes only.
     """
     from fxexport.verification import rebuild_extractor, run_reference, verify
 
@@ -1162,8 +1200,15 @@ def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights,
     cached = _CachedReference(extractor, input_sets, refs)
     for v in report.variants:
         tol = v.thresholds or DEFAULT_THRESHOLDS[v.precision]
+        own = (fixed or {}).get(v.name)
+        # (never empty: a variant is fixed at the first set's shapes)
+        fits = [k for k, s in enumerate(input_sets) if own is None or _takes(own, s)] or list(range(len(input_sets)))
+        sets = [input_sets[k] for k in fits]
+        if len(sets) < len(input_sets):
+            report.notes.append(f"{v.name}: verified on {len(sets)} of {len(input_sets)} inputs (those of its fixed "
+                                "input shapes)")
         try:
-            vr = verify(str((paths or {}).get(v.name, v.path)), cached, inputs=input_sets, tolerances=tol)
+            vr = verify(str((paths or {}).get(v.name, v.path)), cached, inputs=sets, tolerances=tol)
         except Exception as err:  # noqa: BLE001 - a variant that cannot be verified fails, others go on
             v.problems.append(Problem(ProblemKind.UNVERIFIED, f"cannot verify: {one_line(err)}"))
             continue
@@ -1175,10 +1220,21 @@ def _verify_variants(report: EdgeReport, manifest: Manifest, extractor, weights,
             else:  # a whole-artifact failure (load, run) or an output the reference does not have
                 v.problems.extend(p for p in c.problems if p not in v.problems)
         for n, checks in by_name.items():
-            v.outputs.append(_output_result(n, checks, scale, tol))
+            v.outputs.append(_output_result(n, checks, [scale[k] for k in fits], tol))
         for note in vr.notes:
             if note not in report.notes:
                 report.notes.append(note)
+
+
+def _takes(manifest: Manifest, inputs: Sequence[Any]) -> bool:
+    """Whether ``inputs`` have the shapes ``manifest`` fixes (its dynamic dims take any size)."""
+    if len(inputs) != len(manifest.inputs):
+        return True  # let verify say what is wrong
+    for spec, t in zip(manifest.inputs, inputs):
+        shape = list(getattr(t, "shape", ()))
+        if len(shape) != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, shape)):
+            return False
+    return True
 
 
 def _output_result(name: str, checks: list, scale: list[dict[str, float]], tol: Tolerance) -> OutputResult:

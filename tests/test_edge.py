@@ -596,6 +596,40 @@ def test_tflite_source_int8_static_two_inputs(tmp_path, capsys):
         optimize(src, fp16=True, extractor=extractor)
 
 
+def test_litert_variant_takes_fixed_shapes_when_the_converter_bakes_the_batch_in(tmp_path):
+    """litert-torch keeps rgbd's batch only at the example size; optimize converts at the first
+    verification input's shapes instead, says so, and verifies and times it on the inputs it takes."""
+    mod = _load_rgbd()
+    nodes = {"fuse": "fused", "seg_head.interpolate": "seg", "refine.sigmoid": "depth_map"}
+    extractor = create_feature_extractor(mod.build(), nodes).eval()
+    src = tmp_path / "rgbd.onnx"
+    export_onnx(extractor, mod.example_inputs(batch=2), src, dynamic="batch", input_names=["rgb", "depth"])
+    inputs = [mod.example_inputs(batch=b, seed=b) for b in (1, 3, 1)]
+    timer = _timer({"fp32": 0.010, "optimized": 0.009, "int8-static": 0.006, "litert:fp32": 0.008,
+                    "litert:int8-static": 0.004})
+    report = optimize(src, backends=["onnxruntime", "litert"], int8="static", calibration_random=4,
+                      extractor=extractor, inputs=inputs, timer=timer, out_dir=tmp_path / "edge")
+    tflite = report["litert:fp32"]
+    assert report.ok and tflite.verdict == "ok", report.render()
+    assert tflite.settings["fixed_shapes"] == {"rgb": [1, 3, 64, 64], "depth": [1, 1, 64, 64]}
+    assert [i.shape for i in read_manifest(tflite.path).inputs] == [[1, 3, 64, 64], [1, 1, 64, 64]]
+    assert [o.name for o in tflite.outputs] == ["fused", "seg", "depth_map"]
+    assert any(n.startswith("litert:fp32 takes fixed input shapes") for n in report.notes), report.notes
+    assert "litert:fp32: verified on 2 of 3 inputs (those of its fixed input shapes)" in report.notes
+    assert "litert:fp32" in timer.outputs and tflite.speedup == pytest.approx(1.25)
+    int8 = report["litert:int8-static"]  # quantized from the fixed file: fixed too, verified the same way
+    assert int8.verdict == "ok" and int8.settings["fixed_shapes"] == tflite.settings["fixed_shapes"]
+    assert "litert:int8-static: verified on 2 of 3 inputs (those of its fixed input shapes)" in report.notes
+    # the ONNX variants keep the dynamic batch and are verified on all three
+    assert read_manifest(report["optimized"].path).dynamic == ["batch"]
+    assert not any(n.startswith(("fp32:", "optimized:")) for n in report.notes)
+    # the fixed shapes are those of the first verification input
+    wide = [mod.example_inputs(batch=3, seed=3)]
+    again = optimize(src, backends=["onnxruntime", "litert"], extractor=extractor, inputs=wide, measure=False,
+                     out_dir=tmp_path / "wide")
+    assert again["litert:fp32"].settings["fixed_shapes"]["rgb"] == [3, 3, 64, 64] and again.ok, again.render()
+
+
 def test_backend_arguments(multitask, tmp_path):
     src, extractor, _ = multitask
     out = tmp_path / "out"
