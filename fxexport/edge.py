@@ -76,7 +76,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -613,18 +613,17 @@ def optimize(
     input_sets = None
     if verify or measure:  # read first: a variant that must take fixed shapes takes the first set's
         input_sets = _verification_inputs(manifest, inputs, n_inputs, seed, preprocess, image_input, notes)
-    out.mkdir(parents=True, exist_ok=True)
-
     made: list[_Made] = [_Made("fp32", src, _precision_of(manifest), manifest, own, "fp32")]
     job = _Job(src=src, out=out, manifest=manifest, extractor=extractor, int8=int8, calib_sets=calib_sets,
                calib_desc=calib_desc, seed=seed, timings=timings, notes=notes,
                fixed_example=tuple(input_sets[0]) if input_sets else None)
-    for backend in wanted:
-        if backend == "onnxruntime":
-            made += _onnxruntime_variants(job, fp16=fp16, ort_format=ort_format, per_channel=per_channel,
-                                          reduce_range=reduce_range)
-        else:
-            made += _other_variants(job, backend, own)
+    with _all_or_nothing(out):  # a variant that cannot be made takes the ones made before it along
+        for backend in wanted:
+            if backend == "onnxruntime":
+                made += _onnxruntime_variants(job, fp16=fp16, ort_format=ort_format, per_channel=per_channel,
+                                              reduce_range=reduce_range)
+            else:
+                made += _other_variants(job, backend, own)
 
     size = {m.name: _artifact_bytes(m.path) for m in made}
     results = [
@@ -765,6 +764,26 @@ def _onnx_dtype_name(elem_type: int) -> str:
 def _precision_of(manifest: Manifest) -> str:
     fmt = str(manifest.format).lower()
     return "int8" if "int8" in fmt else "fp16" if "fp16" in fmt else "fp32"
+
+
+@contextlib.contextmanager
+def _all_or_nothing(out: Path) -> Iterator[None]:
+    """Create ``out`` if needed; when the block fails, remove every entry it added to ``out`` (and
+    ``out`` itself when the block created it), so a failed ``optimize`` leaves no partial set of
+    variants. Each file is written atomically already; this makes the set so."""
+    existed = out.is_dir()
+    before = set(os.listdir(out)) if existed else set()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for name in set(os.listdir(out)) - before:
+            with contextlib.suppress(OSError):
+                (out / name).unlink()
+        if not existed:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 def _artifact_bytes(path: Path) -> int:

@@ -630,6 +630,25 @@ def test_litert_variant_takes_fixed_shapes_when_the_converter_bakes_the_batch_in
     assert again["litert:fp32"].settings["fixed_shapes"]["rgb"] == [3, 3, 64, 64] and again.ok, again.render()
 
 
+def test_a_variant_that_cannot_be_made_takes_the_ones_before_it_along(multitask, tmp_path, monkeypatch):
+    src, extractor, _ = multitask
+
+    def broken(*args, **kwargs):
+        raise edge.ExportError("quantizer exploded")
+
+    monkeypatch.setattr(edge, "_write_int8", broken)  # after optimized and fp16 are written
+    with pytest.raises(edge.ExportError, match="quantizer exploded"):
+        optimize(src, fp16=True, int8="dynamic", extractor=extractor, out_dir=tmp_path / "new", measure=False)
+    assert not (tmp_path / "new").exists()  # the folder it created goes too
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    (kept / "mt.optimized.onnx").write_bytes(b"an older run")
+    with pytest.raises(edge.ExportError):
+        optimize(src, fp16=True, int8="dynamic", extractor=extractor, out_dir=kept, measure=False)
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt", "mt.optimized.onnx"]
+
+
 def test_backend_arguments(multitask, tmp_path):
     src, extractor, _ = multitask
     out = tmp_path / "out"
