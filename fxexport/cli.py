@@ -680,8 +680,8 @@ fxexport verify out/resnet18.onnx --inputs photos/ --resize 256 --crop 224""",
                    help="also write the report as a self-contained page (per runtime and output: max error vs "
                         "tolerance, cosine)")
     p.add_argument("--localize", action="store_true",
-                   help="also name the first node where an .onnx artifact diverges from eager (on the first failing "
-                        "input; exit codes unchanged)")
+                   help="also name the first node where an .onnx or OpenVINO .xml artifact diverges from eager (on the "
+                        "first failing input; exit codes unchanged)")
     _preprocess_options(p, "images in --inputs DIR become the image input")
     _common(p, json_help="print the report as JSON")
 

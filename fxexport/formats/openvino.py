@@ -79,6 +79,7 @@ from fxexport.manifest import Manifest
 __all__ = [
     "NAME", "INT8_FORMAT", "SUFFIXES", "RUNTIMES", "ANY_SHAPE", "RT_SECTION",
     "export", "export_openvino", "read_manifest", "describe", "open", "open_onnx_in_openvino",
+    "read_checked_model", "compile_cpu",
     "quantize_int8", "default_tolerance", "compile_config", "check_files", "external_files",
     "NNCF_SETTINGS", "INT8_TOLERANCE",
 ]
@@ -558,21 +559,56 @@ def open(path: str | os.PathLike, manifest: Manifest | None, *, runtime: str | N
     """
     _check_runtime(runtime, path)
     config = compile_config(manifest, threads)
+    model, weights = read_checked_model(path)
+    try:
+        compiled = _core().compile_model(model, "CPU", config)
+    except Exception as err:  # noqa: BLE001
+        raise VerificationError(f"OpenVINO cannot compile '{path}': {_one_line(err)}") from err
+    return _session(compiled, keep=weights)
+
+
+def compile_cpu(model: Any, manifest: Manifest | None, threads: int | None = None) -> Any:
+    """``model`` (an ``openvino.Model``) compiled on the CPU with the settings of :func:`compile_config`.
+
+    Example:
+        >>> import numpy as np, openvino as ov
+        >>> p = ov.opset13.parameter([2], ov.Type.f32, name="x")
+        >>> compiled = compile_cpu(ov.Model([ov.opset13.relu(p)], [p]), None, threads=1)
+        >>> compiled([np.array([-1.0, 2.0], np.float32)])[0].tolist()
+        [0.0, 2.0]
+    """
+    return _core().compile_model(model, "CPU", compile_config(manifest, threads))
+
+
+def read_checked_model(path: str | os.PathLike) -> tuple[Any, np.ndarray]:
+    """The IR ``path`` as an ``openvino.Model`` (not compiled), read from its ``.bin`` bytes after their
+    SHA-256 matched the ``.xml``'s record, and that weights buffer (keep it alive as long as the model).
+
+    Raises:
+        VerificationError: the pair does not match, or OpenVINO cannot read the file (one line).
+
+    Example:
+        >>> import pathlib, tempfile, torch
+        >>> from fxexport import create_feature_extractor
+        >>> ex = create_feature_extractor(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)).eval(), {"0": "y"})
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "y.xml"
+        >>> _ = export(ex, torch.rand(1, 3, 8, 8), path)
+        >>> model, weights = read_checked_model(path)
+        >>> [o.get_any_name() for o in model.outputs], weights.nbytes > 0
+        (['y'], True)
+    """
     xml_path = Path(path)
     xml_text, root = _read_ir(xml_path)
-    weights = _read_weights(xml_path, root)  # these bytes, checked, are the ones compiled
+    weights = _read_weights(xml_path, root)  # these bytes, checked, are the ones read
     core = _core()
     try:
         if weights.size:
             import openvino as ov
 
-            model = core.read_model(xml_text.decode("utf-8"), ov.Tensor(weights, shared_memory=True))
-        else:
-            model = core.read_model(xml_text, b"")
-        compiled = core.compile_model(model, "CPU", config)
+            return core.read_model(xml_text.decode("utf-8"), ov.Tensor(weights, shared_memory=True)), weights
+        return core.read_model(xml_text, b""), weights
     except Exception as err:  # noqa: BLE001
-        raise VerificationError(f"OpenVINO cannot compile '{xml_path}': {_one_line(err)}") from err
-    return _session(compiled, keep=weights)
+        raise VerificationError(f"OpenVINO cannot read '{xml_path}': {_one_line(err)}") from err
 
 
 def open_onnx_in_openvino(path: str | os.PathLike, manifest: Manifest | None, threads: int | None = None) -> Session:

@@ -1,4 +1,4 @@
-"""Localize a mismatch: the first FX node at which an ONNX artifact's values leave the eager ones.
+"""Localize a mismatch: the first FX node at which an ONNX artifact's (or OpenVINO IR's) values leave the eager ones.
 
 :func:`localize` takes an ``.onnx`` file written by fxexport (or one of its optimized /
 fp16 / int8 variants written by :func:`fxexport.edge.optimize`), the eager reference and
@@ -23,6 +23,11 @@ node in graph order with :func:`fxexport.compare.compare_tensors`:
   file's own outputs with and without the extra outputs). In a QDQ int8 file a value that
   is quantized next is compared after its QuantizeLinear (dequantized), the fusion boundary,
   which keeps onnxruntime's QLinear fusions intact.
+
+An OpenVINO IR written by fxexport (or an ``.onnx`` with ``runtime="openvino"``) is localized
+the same way in OpenVINO: the IR's manifest carries the ONNX export's node map and OpenVINO
+keeps ONNX value names as tensor names, so those tensors become extra outputs of a copy of
+the model (read from the checked ``.bin``) compiled on the CPU.
 
 An artifact without a node map (written before fxexport recorded one) is localized through
 a re-export of the reference with the same exporter: its node map is used on the artifact
@@ -60,7 +65,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -112,14 +117,17 @@ class NodeCheck:
             reference's model is known; else the module path, or the extractor graph's name).
         fx_name: the name in the exported extractor graph (the node map's key).
         op: the module class (``BatchNorm2d``) or function (``add``) of the node.
-        onnx_op: the ONNX op that produced the compared value (``Conv`` for a folded batch norm).
-        value: the ONNX value compared (after a QuantizeLinear: ``via`` says so).
+        onnx_op: the op in the file that produced the compared value (``Conv`` for a folded batch
+            norm; in OpenVINO the op of its graph, e.g. the bias ``Add`` after a ``Convolution``).
+        value: the ONNX value compared (after a QuantizeLinear: ``via`` says so); OpenVINO keeps
+            ONNX value names as its tensor names.
         shape: the value's shape.
         magnitude: ``max|eager value|``.
         max_abs: ``max|artifact - eager|``; ``error``: ``max_abs / magnitude``.
         cosine: the cosine similarity of the two values.
         ratio: ``max_abs`` over the node's tolerance (above 1: outside it).
         ok: inside its tolerance; ``problems``: why not.
+        ops: whose op set ``onnx_op`` names: ``"onnx"`` or ``"openvino"``.
     """
 
     node: str
@@ -136,13 +144,14 @@ class NodeCheck:
     ok: bool
     problems: list[str] = field(default_factory=list)
     via: str | None = None
+    ops: str = "onnx"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: json_number(v) for k, v in self.__dict__.items()}
 
     def describe(self) -> str:
         """``'layer3.0.bn1' (BatchNorm2d; onnx Conv): max abs 0.41, 0.12 of its range, cosine 0.99``."""
-        onnx_op = f"; onnx {self.onnx_op}" if self.onnx_op and self.onnx_op != self.op else ""
+        onnx_op = f"; {self.ops} {self.onnx_op}" if self.onnx_op and self.onnx_op != self.op else ""
         cos = "" if self.cosine is None else f", cosine {self.cosine:.6f}"
         return (f"'{self.node}' ({self.op}{onnx_op}): max abs {self.max_abs:.3g}, {self.error:.3g} of its range "
                 f"{self.magnitude:.3g}{cos}")
@@ -412,6 +421,8 @@ def _quiet_warnings() -> Iterator[None]:
 class _Instrumented:
     """The artifact's graph, loaded once without its external data, to run with extra outputs."""
 
+    ops = "onnx"
+
     def __init__(self, path: Path, threads: int | None) -> None:
         import onnx
 
@@ -502,6 +513,83 @@ class _Instrumented:
         return {n: t.detach().cpu().contiguous().numpy() for n, t in zip(self.inputs, inputs)}
 
 
+class _OpValue(NamedTuple):
+    """What the report shows of the runtime op that produced a value."""
+
+    op_type: str
+
+
+class _OpenVINOSide:
+    """The same interface as :class:`_Instrumented` for OpenVINO: an IR (read from its checked
+    ``.bin`` bytes) or an ``.onnx`` file read by OpenVINO's ONNX frontend, compiled on the CPU
+    with extra outputs. OpenVINO keeps the ONNX value names as tensor names, so the node map
+    recorded at export (and carried into the IR's manifest) names values in both."""
+
+    quantized = False  # NNCF's FakeQuantize keeps float values: they compare as they are
+    ops = "openvino"
+
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None) -> None:
+        from fxexport.formats import openvino as ov_format
+
+        self.path, self.manifest, self.threads = path, manifest, threads
+        if path.suffix.lower() == ".xml":
+            self.model, self._weights = ov_format.read_checked_model(path)
+        else:
+            import openvino as ov
+
+            self.model, self._weights = ov.Core().read_model(str(path)), None
+        self.producer: dict[str, _OpValue] = {}
+        for op in self.model.get_ordered_ops():
+            for port in op.outputs():
+                for name in port.get_names():
+                    self.producer.setdefault(name, _OpValue(op.get_type_name()))
+        self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self.inputs = [i.get_any_name() for i in self.model.inputs]
+
+    def has(self, value: str) -> bool:
+        return value in self.producer
+
+    def boundary(self, value: str) -> None:
+        return None
+
+    def fusion_blocked(self, value: str) -> str | None:
+        return None  # the CPU plugin's fusions are not listed: the measured output change tells
+
+    @contextlib.contextmanager
+    def session(self, extra: Sequence[str]) -> Iterator[Any]:
+        """A compiled copy of the model with ``extra`` values as outputs (the model read once is unchanged)."""
+        from fxexport.formats import openvino as ov_format
+
+        model = self.model.clone()
+        added = [v for v in dict.fromkeys(extra) if v not in self.outputs]
+        if added:
+            model.add_outputs(added)
+        compiled = ov_format.compile_cpu(model, self.manifest, self.threads)
+        yield _OpenVINORun(compiled)
+        del compiled
+
+    def feeds(self, inputs: Sequence[torch.Tensor]) -> list[Any]:
+        import numpy as np
+
+        return [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
+
+
+class _OpenVINORun:
+    """``run(names, feeds)`` over a compiled OpenVINO model, like an onnxruntime session."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._port = {}
+        for port in compiled.outputs:
+            for name in port.get_names():
+                self._port.setdefault(name, port)
+
+    def run(self, names: Sequence[str], feeds: Sequence[Any]) -> list[Any]:
+        result = self._request.infer(dict(enumerate(feeds)))
+        return [result[self._port[n]] for n in names]
+
+
 # --------------------------------------------------------------------------- localize
 
 
@@ -512,7 +600,7 @@ def localize(
     *,
     manifest: Manifest | None = None,
     model: torch.nn.Module | None = None,
-    runtime: str = "onnxruntime",
+    runtime: str | None = None,
     tolerance: Tolerance | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     input_index: int | None = None,
@@ -521,14 +609,16 @@ def localize(
     """Find the first FX node at which ``artifact`` diverges from the eager ``reference`` on ``inputs``.
 
     Args:
-        artifact: an ``.onnx`` file written by fxexport (or an edge variant of one).
+        artifact: an ``.onnx`` file written by fxexport (or an edge variant of one), or an
+            OpenVINO IR (``.xml``) written by fxexport (or its NNCF int8 variant).
         reference: the eager extractor (:func:`fxexport.create_feature_extractor`) the
             artifact was exported from (or an equal one).
         inputs: one input set (a tensor or a tuple of tensors).
         manifest: the artifact's manifest (read from the file when omitted).
         model: the model the reference was built from, when known: node names are then
             torchvision's (``layer3.0.add``) and the eager values come from it.
-        runtime: only ``"onnxruntime"`` localizes (another runtime gives ``method="unsupported"``).
+        runtime: ``"onnxruntime"`` or ``"openvino"`` (default: the file's own runtime; an IR runs in
+            OpenVINO, an ``.onnx`` in either); another gives ``method="unsupported"``.
         tolerance: per-node thresholds (default :func:`node_tolerance`).
         chunk_bytes: the most bytes of node values one chunk holds on each side.
         input_index: which of verify's input sets ``inputs`` is (for the report).
@@ -549,14 +639,17 @@ def localize(
         raise InvalidInputError(f"chunk_bytes={chunk_bytes!r} must be an integer >= 1")
     path = Path(artifact)
     inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    fmt = for_path(path)
+    if runtime is None:
+        runtime = "openvino" if fmt.NAME == "openvino" else "onnxruntime"
     loc = Localization(artifact=str(path), runtime=runtime, method="node map", input_index=input_index,
                        input_shapes=[list(t.shape) for t in inputs])
-    fmt = for_path(path)
     if manifest is None:
         manifest = read_manifest(path)
-    if fmt.NAME != "onnx" or runtime != "onnxruntime":
+    if (fmt.NAME, runtime) not in _LOCALIZES:
         loc.method = "unsupported"
-        loc.notes.append(f"localization runs ONNX files in onnxruntime; '{path.name}' is {fmt.NAME} in {runtime}")
+        loc.notes.append(f"localization runs ONNX files in onnxruntime or OpenVINO and OpenVINO IRs in OpenVINO; "
+                         f"'{path.name}' is {fmt.NAME} in {runtime}")
         return loc
     tol = tolerance if tolerance is not None else node_tolerance(path, manifest)
     loc.tolerance = {k: v for k, v in tol.__dict__.items() if k in ("rtol", "atol", "range_atol", "min_cosine")}
@@ -575,6 +668,16 @@ def localize(
                          "float16 nodes without a float16 kernel in float32, so a value that overflows float16 here "
                          "may stay finite in the plain run (a float16 device would overflow there too)")
 
+    if runtime == "openvino":
+        pairs = _node_pairs(manifest)
+        if pairs is None:
+            loc.method = "unsupported"
+            loc.notes.append(f"'{path.name}' records no node map (written before fxexport recorded one): export it "
+                             "again to localize it in OpenVINO")
+            return loc
+        _compare(loc, _OpenVINOSide(path, manifest, threads), pairs, eager, inputs, tol, chunk_bytes)
+        loc.timings["total"] = time.perf_counter() - t_start
+        return loc
     with tempfile.TemporaryDirectory(prefix="fxexport-localize-") as work:
         target, pairs = path, _node_pairs(manifest)
         if pairs is None:
@@ -582,7 +685,10 @@ def localize(
             target, pairs, how = _from_reexport(path, reference, inputs, manifest, Path(work))
             loc.method, loc.notes = how[0], loc.notes + [how[1]]
             loc.timings["re-export"] = time.perf_counter() - t0
-        _compare(loc, target, pairs, eager, inputs, tol, chunk_bytes, threads)
+        t0 = time.perf_counter()
+        side = _Instrumented(target, threads)
+        loc.timings["load"] = time.perf_counter() - t0
+        _compare(loc, side, pairs, eager, inputs, tol, chunk_bytes)
     loc.timings["total"] = time.perf_counter() - t_start
     return loc
 
@@ -635,12 +741,13 @@ def _from_reexport(path: Path, reference: Any, inputs: tuple, manifest: Manifest
         "not changes made to the file after export"))
 
 
-def _compare(loc: Localization, target: Path, pairs: list[tuple[str, str]], eager: _Eager,
-             inputs: tuple, tol: Tolerance, chunk_bytes: int, threads: int | None) -> None:
+#: (format, runtime) pairs :func:`localize` runs
+_LOCALIZES = frozenset({("onnx", "onnxruntime"), ("onnx", "openvino"), ("openvino", "openvino")})
+
+
+def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs: list[tuple[str, str]],
+             eager: _Eager, inputs: tuple, tol: Tolerance, chunk_bytes: int) -> None:
     """Fill ``loc``: expose the mapped values in chunks, compare node by node, stop after the first divergence."""
-    t0 = time.perf_counter()
-    onnx_side = _Instrumented(target, threads)
-    loc.timings["load"] = time.perf_counter() - t0
     loc.mapped = len(pairs)
     skipped: dict[str, int] = {}
     todo: list[tuple[str, str]] = []
@@ -715,14 +822,14 @@ def _compare(loc: Localization, target: Path, pairs: list[tuple[str, str]], eage
         loc.before = checks[max(0, at - N_BEFORE):at]
     if checks:
         loc.worst = max(checks, key=lambda c: c.ratio if c.ratio is not None else math.inf)
-    _fusion_report(loc, blocked, changed, onnx_side.quantized)
+    _fusion_report(loc, blocked, changed, onnx_side.quantized, loc.runtime)
     if loc.first is None and checks:
         loc.notes.append("no mapped node left its tolerance: if outputs fail, the error appears only at nodes "
                          "without a value in the file or past the last mapped node")
 
 
-def _check(eager: _Eager, fx_name: str, value: str, onnx_side: _Instrumented, got: Any, quant: Any, ref: Any,
-           tol: Tolerance, skipped: dict[str, int]) -> NodeCheck | None:
+def _check(eager: _Eager, fx_name: str, value: str, onnx_side: _Instrumented | _OpenVINOSide, got: Any, quant: Any,
+           ref: Any, tol: Tolerance, skipped: dict[str, int]) -> NodeCheck | None:
     import numpy as np
 
     def skip(why: str) -> None:
@@ -756,7 +863,7 @@ def _check(eager: _Eager, fx_name: str, value: str, onnx_side: _Instrumented, go
         magnitude=magnitude, max_abs=max_abs, error=max_abs / magnitude if magnitude else (0.0 if not max_abs
                                                                                           else math.inf),
         cosine=check.cosine, ratio=check.worst_ratio, ok=check.ok, problems=[str(p) for p in check.problems],
-        via="after its QuantizeLinear (dequantized)" if quant is not None else None)
+        via="after its QuantizeLinear (dequantized)" if quant is not None else None, ops=onnx_side.ops)
 
 
 def _range_diff(a: Any, b: Any) -> float:
@@ -777,7 +884,22 @@ def _range_diff(a: Any, b: Any) -> float:
     return diff / scale if scale else (0.0 if not diff else math.inf)
 
 
-def _fusion_report(loc: Localization, blocked: Mapping[str, str], changed: float, quantized: bool) -> None:
+def _fusion_report(loc: Localization, blocked: Mapping[str, str], changed: float, quantized: bool,
+                   runtime: str = "onnxruntime") -> None:
+    if runtime == "openvino":
+        loc.fusion = {"values": [], "count": 0, "outputs_changed": changed}
+        if changed > CHANGED_RANGE:
+            loc.fusion["note"] = (
+                f"exposing the values changed the file's own outputs by {changed:.3g} of their range: OpenVINO's "
+                "CPU plugin fuses ops (a Convolution with its bias and activation, ...) and a value made an output "
+                "keeps its producer apart, so the errors measured at the nodes may differ from the mismatch being "
+                "hunted")
+        else:
+            loc.fusion["note"] = (
+                "OpenVINO's CPU plugin ran the exposed values' ops unfused where it would fuse them; the file's "
+                f"outputs with and without the extra outputs agree to {changed:.3g} of their range, so the error "
+                "hunted is unchanged")
+        return
     shown = [f"{fx} ({pattern})" for fx, pattern in list(blocked.items())[:10]]
     loc.fusion = {"values": shown, "count": len(blocked), "outputs_changed": changed}
     patterns = sorted(set(blocked.values()))
