@@ -8,7 +8,9 @@ Two artifacts:
 * ``faithful`` -- the export as written: verify passes, and with ``localize=True`` the first
   input is localized anyway, so every mapped node is compared (the worst case);
 * ``tampered`` -- one weight of ``layer3.0.conv1`` scaled by 1.5 after export: verify fails, and
-  the localization stops after the chunk that holds ``layer3.0.bn1``.
+  the localization stops after the chunk that holds ``layer3.0.bn1``;
+* ``openvino IR`` -- the same extractor as an OpenVINO IR (``formats.openvino.export``), verified and
+  localized in OpenVINO: faithful, so every mapped node is compared (the worst case).
 
 Each row pairs a plain verify with a verify that localizes, on the same artifact, measured as
 the median of interleaved blocks (:func:`bench_common.interleaved`: the order rotates per block,
@@ -54,6 +56,7 @@ def run(args) -> list[dict]:
     import torchvision
 
     from fxexport import create_feature_extractor
+    from fxexport.formats import openvino
     from fxexport.formats.onnx import export_onnx
     from fxexport.verification import verify
 
@@ -76,6 +79,8 @@ def run(args) -> list[dict]:
         export_onnx(extractor, torch.randn(2, 3, size, size), faithful, dynamic=("batch",), exporter="torchscript")
         export_s = time.perf_counter() - t0
         _tamper(faithful, tampered)
+        ir = Path(tmp) / "bench.xml"
+        openvino.export(extractor, torch.randn(2, 3, size, size), ir, dynamic=("batch",))
 
         results: dict[str, list] = {}
 
@@ -94,11 +99,13 @@ def run(args) -> list[dict]:
             "faithful: localize": runner("faithful: localize", faithful, True, True),
             "tampered: plain": runner("tampered: plain", tampered, False, False),
             "tampered: localize": runner("tampered: localize", tampered, True, False),
+            "openvino IR: plain": runner("openvino IR: plain", ir, False, True),
+            "openvino IR: localize": runner("openvino IR: localize", ir, True, True),
         }
         med = interleaved(fns, blocks=blocks, reps=1, warmup=1, gap_s=0.5)
 
     case = f"{name} layer1..4 @{size}, verify batch 1,3,1, {cpu_count()} cores"
-    for artifact in ("faithful", "tampered"):
+    for artifact in ("faithful", "tampered", "openvino IR"):
         plain, loc = med[f"{artifact}: plain"], med[f"{artifact}: localize"]
         reports = results[f"{artifact}: localize"][1:]  # without the warm-up call
         first = reports[-1].localization[0]
