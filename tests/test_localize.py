@@ -157,6 +157,30 @@ def test_chunks_of_one_node_give_the_same_answer(exported, resnet, tmp_path):
     assert small.compared == pairs.index("layer3_0_bn1") + 1 < small.in_file
 
 
+def test_chunks_are_planned_from_the_node_sizes_and_verify_lends_its_own_run(exported, resnet, monkeypatch):
+    from fxexport.verification import localize as localize_module
+
+    _, path = exported
+    opened: list[int] = []
+    real = localize_module._Instrumented.session
+
+    def counting(self, extra):
+        opened.append(len(list(dict.fromkeys(extra))))
+        return real(self, extra)
+
+    monkeypatch.setattr(localize_module._Instrumented, "session", counting)
+    report = verify(path, resnet[1], n_inputs=1, localize=True)
+    # resnet18's 49 values at 64x64 fit one chunk of the default size; the run without extra outputs is
+    # verify's own (no session of zero extra outputs)
+    assert opened == [49] and report.localization[0].compared == 49
+    opened.clear()
+    x = (torch.rand(*SIZE),)
+    stem = 64 * 32 * 32 * 4  # bytes of 'bn1' / 'relu' (1x64x32x32 float32), the largest values
+    loc = localize(path, resnet[1], x, chunk_bytes=2 * stem)
+    assert opened[0] == 0 and sum(opened[1:]) == 49 and len(opened) > 3  # the plain run, then chunks
+    assert opened[1] == 2 and not loc.diverged  # bn1 + relu fill the first chunk's bytes exactly
+
+
 # ----------------------------------------------------------------------------- variants
 
 

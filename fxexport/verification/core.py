@@ -374,7 +374,9 @@ def verify(
     scratch = Scratch()
     artifacts_info: list[dict[str, Any]] = []
     timings["compare"] = 0.0
-    for target, indices in zip(targets, plans):
+    #: with localize: each target's own outputs per input (the localization's run without extra outputs)
+    plain: dict[int, dict[int, dict[str, Any]]] = {}
+    for k_target, (target, indices) in enumerate(zip(targets, plans)):
         m, runtime, label = target.manifest, target.runtime, str(target.path)
         artifacts_info.append({"path": label, "format": m.format, "runtime": runtime,
                                "exporter": m.exporter, "opset": m.opset, "dynamic": list(m.dynamic)})
@@ -412,6 +414,8 @@ def verify(
                 continue
             timings[run_key] = timings.get(run_key, 0.0) + time.perf_counter() - t0
             results.append((i, raw))
+            if localize and not isinstance(raw, Mapping) and len(raw) == len(declared):
+                plain.setdefault(k_target, {})[i] = dict(zip(declared, raw))
             step("run", target, i)
         del session  # free the runtime before comparing
 
@@ -431,7 +435,7 @@ def verify(
         _explain_failures(report, extractor, input_sets, refs, manifest)
     if localize:
         t0 = time.perf_counter()
-        report.localization = _localize(report, targets, input_sets, extractor, model)
+        report.localization = _localize(report, targets, input_sets, extractor, model, plain)
         timings["localize"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     return report
@@ -497,27 +501,29 @@ def _compare_outputs(raw, declared: list[str], ref: Mapping[str, torch.Tensor], 
     return checks
 
 
-def _localize(report: VerifyReport, targets: Sequence[Target], input_sets: list, extractor, model) -> list:
+def _localize(report: VerifyReport, targets: Sequence[Target], input_sets: list, extractor, model,
+              plain: Mapping[int, Mapping[int, Mapping[str, Any]]] | None = None) -> list:
     """One localization per artifact (and runtime) that failed, on its first failing input; when nothing
     failed, one for the first target on its first input. A localization that cannot run says why."""
     from fxexport.verification.localize import Localization
     from fxexport.verification.localize import localize as localize_one
 
-    chosen: list[tuple[Target, int]] = []
-    for target in targets:
+    chosen: list[tuple[int, Target, int]] = []
+    for k, target in enumerate(targets):
         failed = [c.input_index for c in report.checks if not c.ok and c.artifact == str(target.path)
                   and c.runtime == target.runtime and c.input_index is not None]
         if failed:
-            chosen.append((target, min(failed)))
+            chosen.append((k, target, min(failed)))
     if not chosen and targets:
         first = next((c.input_index for c in report.checks if c.artifact == str(targets[0].path)
                       and c.input_index is not None), 0)
-        chosen.append((targets[0], first))
+        chosen.append((0, targets[0], first))
     results = []
-    for target, i in chosen:
+    for k, target, i in chosen:
         try:
             results.append(localize_one(target.path, extractor, input_sets[i], manifest=target.manifest, model=model,
-                                        runtime=target.runtime, input_index=i))
+                                        runtime=target.runtime, input_index=i,
+                                        plain_outputs=(plain or {}).get(k, {}).get(i)))
         except Exception as err:  # noqa: BLE001 - localization explains a mismatch; it never hides the report
             loc = Localization(artifact=str(target.path), runtime=target.runtime, method="failed", input_index=i,
                                input_shapes=[list(t.shape) for t in input_sets[i]])

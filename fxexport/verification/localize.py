@@ -13,9 +13,10 @@ node in graph order with :func:`fxexport.compare.compare_tensors`:
 * each node's tolerance scales with its own magnitude (``Tolerance.range_atol``: an error
   of ``1e-4`` of ``max|ref|`` for float32; a variant's own thresholds, with their cosine
   floor, for fp16 / int8 files), so a faithful float32 export localizes to nothing;
-* the values are fetched in chunks of bounded size (one session per chunk), compared and
-  dropped: the intermediates of both sides are never all held at once; the search stops
-  after the chunk holding the first divergence;
+* the values are fetched in chunks of bounded size (one session per chunk, planned from the
+  node sizes one eager pass measures), compared and dropped: the intermediates of both sides
+  are never all held at once; the search stops after the chunk holding the first divergence;
+  the run without extra outputs is ``verify``'s own;
 * the report (:class:`Localization`) names the first node whose value leaves its tolerance,
   its op / module type, its error, the errors of the nodes just before it, how many nodes
   were mapped, found in the file and compared, the method, and whether exposing the values
@@ -82,7 +83,8 @@ FP32_RANGE = 1e-4
 ABS_FLOOR = 1e-7
 #: bytes of node values one chunk holds per side (eager, runtime)
 DEFAULT_CHUNK_BYTES = 256 * 1024 * 1024
-#: nodes of the first chunk (later chunks are sized from the bytes per node measured so far)
+#: nodes of the first chunk when the node sizes are unknown (train mode; later chunks are sized from
+#: the bytes per node measured so far); otherwise one eager pass measures them and plans every chunk
 FIRST_CHUNK = 8
 #: how many nodes before the first divergence the report shows
 N_BEFORE = 3
@@ -319,6 +321,7 @@ class _Eager:
                 f"the reference is a {type(reference).__name__}, not an extractor built by "
                 "fxexport.create_feature_extractor: its nodes cannot be computed one by one")
         self.mode = mode
+        self.reference, self.graph = reference, graph
         self.nodes = {n.name: n for n in graph.nodes}
         self.order = {n.name: i for i, n in enumerate(graph.nodes)}
         owner: torch.nn.Module = reference
@@ -350,6 +353,30 @@ class _Eager:
             self.display = {k: (q if self.nodes[k].op == "call_module" else k) for k, q in self.qualnames.items()}
         self.placeholder = next((self.qualnames[n.name] for n in graph.nodes if n.op == "placeholder"
                                  and n.name in self.qualnames), None)
+
+    def sizes(self, fx_names: Sequence[str], inputs: Sequence[torch.Tensor]) -> dict[str, int] | None:
+        """Bytes of each of these nodes' values on ``inputs``, from one eager run of the reference's own
+        graph that drops every value as usual (only sizes are kept); None in train mode (a run would move
+        batch-norm statistics) or when the run fails: the chunks are then sized as they go."""
+        from torch import fx
+
+        if self.mode == "train":
+            return None
+        wanted, found = set(fx_names), {}
+
+        class _Sizes(fx.Interpreter):
+            def run_node(self, n):
+                value = super().run_node(n)
+                if n.name in wanted and isinstance(value, torch.Tensor):
+                    found[n.name] = value.numel() * value.element_size()
+                return value
+
+        try:
+            with _mode(self.reference, "eval"), _quiet_warnings(), torch.no_grad():
+                _Sizes(self.reference, graph=self.graph).run(*inputs)
+        except Exception:  # noqa: BLE001 - sizes are an optimization; the chunks are sized as they go instead
+            return None
+        return found
 
     def values(self, fx_names: Sequence[str], inputs: Sequence[torch.Tensor]) -> "OrderedDict[str, Any]":
         """``{fx name: value}`` of these nodes on ``inputs`` (each value as its node computed it)."""
@@ -605,6 +632,7 @@ def localize(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     input_index: int | None = None,
     threads: int | None = None,
+    plain_outputs: Mapping[str, Any] | None = None,
 ) -> Localization:
     """Find the first FX node at which ``artifact`` diverges from the eager ``reference`` on ``inputs``.
 
@@ -623,6 +651,8 @@ def localize(
         chunk_bytes: the most bytes of node values one chunk holds on each side.
         input_index: which of verify's input sets ``inputs`` is (for the report).
         threads: onnxruntime's intra-op threads (default its own).
+        plain_outputs: the artifact's own outputs on ``inputs`` by name, from a run in the same
+            runtime without extra outputs (``verify`` passes the ones it got); run here when omitted.
 
     Returns:
         A :class:`Localization`; nothing raises for a divergence, an unsupported artifact
@@ -675,7 +705,7 @@ def localize(
             loc.notes.append(f"'{path.name}' records no node map (written before fxexport recorded one): export it "
                              "again to localize it in OpenVINO")
             return loc
-        _compare(loc, _OpenVINOSide(path, manifest, threads), pairs, eager, inputs, tol, chunk_bytes)
+        _compare(loc, _OpenVINOSide(path, manifest, threads), pairs, eager, inputs, tol, chunk_bytes, plain_outputs)
         loc.timings["total"] = time.perf_counter() - t_start
         return loc
     with tempfile.TemporaryDirectory(prefix="fxexport-localize-") as work:
@@ -688,7 +718,7 @@ def localize(
         t0 = time.perf_counter()
         side = _Instrumented(target, threads)
         loc.timings["load"] = time.perf_counter() - t0
-        _compare(loc, side, pairs, eager, inputs, tol, chunk_bytes)
+        _compare(loc, side, pairs, eager, inputs, tol, chunk_bytes, plain_outputs if target == path else None)
     loc.timings["total"] = time.perf_counter() - t_start
     return loc
 
@@ -746,7 +776,8 @@ _LOCALIZES = frozenset({("onnx", "onnxruntime"), ("onnx", "openvino"), ("openvin
 
 
 def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs: list[tuple[str, str]],
-             eager: _Eager, inputs: tuple, tol: Tolerance, chunk_bytes: int) -> None:
+             eager: _Eager, inputs: tuple, tol: Tolerance, chunk_bytes: int,
+             plain_outputs: Mapping[str, Any] | None = None) -> None:
     """Fill ``loc``: expose the mapped values in chunks, compare node by node, stop after the first divergence."""
     loc.mapped = len(pairs)
     skipped: dict[str, int] = {}
@@ -769,17 +800,28 @@ def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs:
         if pattern:
             blocked[fx_name] = pattern
     feeds = onnx_side.feeds(inputs)
-    plain = None
     t0 = time.perf_counter()
-    with onnx_side.session([]) as sess:
-        plain = sess.run(onnx_side.outputs, feeds)
+    if plain_outputs is not None and all(n in plain_outputs for n in onnx_side.outputs):
+        plain = [plain_outputs[n] for n in onnx_side.outputs]  # the caller's run: no second one
+    else:
+        with onnx_side.session([]) as sess:
+            plain = sess.run(onnx_side.outputs, feeds)
     loc.timings["plain run"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sizes = eager.sizes([f for f, _ in todo], inputs)
+    loc.timings["sizes"] = time.perf_counter() - t0
 
     checks: list[NodeCheck] = []
     changed = 0.0
     k, pos = FIRST_CHUNK, 0
     t_run = t_eager = t_cmp = 0.0
     while pos < len(todo):
+        if sizes is not None:  # as many nodes as fit in chunk_bytes (at least one)
+            k, held = 0, 0
+            while pos + k < len(todo) and (k == 0 or held + sizes.get(todo[pos + k][0], 0) <= chunk_bytes):
+                held += sizes.get(todo[pos + k][0], 0)
+                k += 1
         chunk = todo[pos:pos + k]
         names = [fetch[f][0] for f, _ in chunk]
         t0 = time.perf_counter()
@@ -792,8 +834,8 @@ def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs:
         t0 = time.perf_counter()
         ref = eager.values([f for f, _ in chunk], inputs)
         t_eager += time.perf_counter() - t0
-        used = sum(int(getattr(a, "nbytes", 0)) for a in got) + sum(
-            t.numel() * t.element_size() for t in ref.values() if isinstance(t, torch.Tensor))
+        used = max(sum(int(getattr(a, "nbytes", 0)) for a in got[:len(dict.fromkeys(names))]), sum(
+            t.numel() * t.element_size() for t in ref.values() if isinstance(t, torch.Tensor)))  # per side
         t0 = time.perf_counter()
         found = False
         with single_thread():
