@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
+
 from fxexport import create_feature_extractor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,3 +26,15 @@ def two_head_extractor():
     th = load_two_head()
     return create_feature_extractor(th.build(), {"backbone.2": "features", "det_head": "det", "seg_head": "seg"},
                                     leaf_modules=[th.DetHead, th.SegHead])
+
+
+def randomize_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with non-trivial batch-norm statistics and affine terms (so folding into convolutions matters)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model

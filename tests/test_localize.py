@@ -17,6 +17,8 @@ import torch
 import torchvision
 from onnx import numpy_helper
 
+from _examples import randomize_batch_norm
+
 from fxexport import create_feature_extractor, export_onnx
 from fxexport.cli import main
 from fxexport.formats.onnx import read_manifest, set_onnx_manifest
@@ -29,21 +31,10 @@ NODES = {"layer3": "feat3", "fc": "logits"}
 SIZE = (1, 3, 64, 64)
 
 
-def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model
-
-
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(0)
-    model = _randomize_bn(torchvision.models.resnet18()).eval()
+    model = randomize_batch_norm(torchvision.models.resnet18()).eval()
     return model, create_feature_extractor(model, NODES).eval()
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torchvision
 
+from _examples import randomize_batch_norm
 from fxexport import create_feature_extractor
 from fxexport.errors import VerificationError
 from fxexport.formats import openvino as ov_format
@@ -31,14 +32,7 @@ SIZE = (1, 3, 64, 64)
 @pytest.fixture(scope="module")
 def resnet():
     torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
+    model = randomize_batch_norm(torchvision.models.resnet18()).eval()
     return model, create_feature_extractor(model, NODES).eval()
 
 
