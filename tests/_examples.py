@@ -38,3 +38,12 @@ def randomize_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return model
+
+
+def bn_resnet18(nodes):
+    """Seeded torchvision resnet18 with non-trivial batch norms, and its extractor of ``nodes`` (both eval)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = randomize_batch_norm(torchvision.models.resnet18()).eval()
+    return model, create_feature_extractor(model, nodes).eval()

@@ -14,10 +14,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-import torchvision
 from onnx import numpy_helper
 
-from _examples import randomize_batch_norm
+from _examples import bn_resnet18
 
 from fxexport import create_feature_extractor, export_onnx
 from fxexport.cli import main
@@ -33,9 +32,7 @@ SIZE = (1, 3, 64, 64)
 
 @pytest.fixture(scope="module")
 def resnet():
-    torch.manual_seed(0)
-    model = randomize_batch_norm(torchvision.models.resnet18()).eval()
-    return model, create_feature_extractor(model, NODES).eval()
+    return bn_resnet18(NODES)
 
 
 @pytest.fixture(scope="module", params=["torchscript", "dynamo"])

@@ -15,10 +15,8 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-import torchvision
 
-from _examples import randomize_batch_norm
-from fxexport import create_feature_extractor
+from _examples import bn_resnet18
 from fxexport.errors import VerificationError
 from fxexport.formats import openvino as ov_format
 from fxexport.formats.onnx_nodemap import NODE_VALUES_KEY
@@ -31,9 +29,7 @@ SIZE = (1, 3, 64, 64)
 
 @pytest.fixture(scope="module")
 def resnet():
-    torch.manual_seed(0)
-    model = randomize_batch_norm(torchvision.models.resnet18()).eval()
-    return model, create_feature_extractor(model, NODES).eval()
+    return bn_resnet18(NODES)
 
 
 @pytest.fixture(scope="module")
