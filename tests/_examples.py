@@ -13,12 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 R18_NODES = {"layer1": "feat1", "layer2": "feat2", "layer3": "feat3", "layer4": "feat4"}
 
 
-def load_two_head():
-    """The ``models/two_head.py`` module (a tuple head and a dict head)."""
-    spec = importlib.util.spec_from_file_location("two_head", ROOT / "models" / "two_head.py")
+def load_example_model(name: str):
+    """The module ``models/NAME.py`` (the example models users copy)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "models" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_two_head():
+    """The ``models/two_head.py`` module (a tuple head and a dict head)."""
+    return load_example_model("two_head")
 
 
 def two_head_extractor():

@@ -219,36 +219,10 @@ def test_malformed_inputs_are_usage_errors(argv, message, capsys):
     assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-MASKED = '''
-import torch
-from torch import nn
-
-
-class Masked(nn.Module):
-    """timm hiera's forward: an optional mask defaulting to None."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-    def forward(self, x, mask=None):
-        y = self.conv(x)
-        if mask is not None:
-            y = y * mask
-        return y.relu()
-
-
-def build():
-    torch.manual_seed(0)
-    return Masked().eval()
-'''
-
-
 def test_optional_none_argument_is_made_concrete_through_the_cli(tmp_path, capsys):
     import onnx
 
-    spec = str(tmp_path / "masked.py") + ":build"
-    (tmp_path / "masked.py").write_text(MASKED)
+    spec = str(ROOT / "models" / "masked.py") + ":build"
     assert main(["nodes", spec, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"train": ["x", "conv", "relu"], "eval": ["x", "conv", "relu"]}
     path = tmp_path / "masked.onnx"

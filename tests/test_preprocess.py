@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 from torchvision.io import encode_png
 
+from _examples import load_example_model
 from fxexport import create_feature_extractor, export_onnx, get_graph_node_names
 from fxexport.errors import InvalidInputError, VerificationError
 from fxexport.formats import read_manifest
@@ -281,18 +282,7 @@ def test_manifest_refuses_a_record_for_an_input_it_does_not_have():
 # --------------------------------------------------------------------------- optional None arguments
 
 
-class Masked(nn.Module):
-    """timm hiera's shape of forward: an optional mask that defaults to None."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-
-    def forward(self, x, mask=None):
-        y = self.conv(x)
-        if mask is not None:
-            y = y * mask
-        return y.relu()
+Masked = load_example_model("masked").Masked  # timm hiera's shape of forward: an optional mask defaulting to None
 
 
 def test_optional_none_argument_is_concrete_and_leaves_no_trace(tmp_path):
