@@ -354,29 +354,40 @@ class _Eager:
         self.placeholder = next((self.qualnames[n.name] for n in graph.nodes if n.op == "placeholder"
                                  and n.name in self.qualnames), None)
 
-    def sizes(self, fx_names: Sequence[str], inputs: Sequence[torch.Tensor]) -> dict[str, int] | None:
-        """Bytes of each of these nodes' values on ``inputs``, from one eager run of the reference's own
-        graph that drops every value as usual (only sizes are kept); None in train mode (a run would move
-        batch-norm statistics) or when the run fails: the chunks are then sized as they go."""
+    def measure(self, fx_names: Sequence[str], inputs: Sequence[torch.Tensor], keep_bytes: int
+                ) -> tuple[dict[str, int] | None, "OrderedDict[str, Any]"]:
+        """Bytes of each of these nodes' values on ``inputs``, and the values themselves (copied as their node
+        computed them, before any later in-place op) of the leading nodes that fit in ``keep_bytes`` (at
+        least one): the first chunk, whose eager values then need no second run. One eager run of the
+        reference's own graph, in graph order (``fx_names`` are in it); every other value is dropped as
+        usual. ``(None, {})`` in train mode (a run would move batch-norm statistics) or when the run
+        fails: the chunks are then sized as they go."""
         from torch import fx
 
         if self.mode == "train":
-            return None
-        wanted, found = set(fx_names), {}
+            return None, OrderedDict()
+        wanted, found, kept = set(fx_names), {}, OrderedDict()
+        state = {"held": 0, "keeping": True}
 
-        class _Sizes(fx.Interpreter):
+        class _Measure(fx.Interpreter):
             def run_node(self, n):
                 value = super().run_node(n)
-                if n.name in wanted and isinstance(value, torch.Tensor):
-                    found[n.name] = value.numel() * value.element_size()
+                if n.name in wanted:
+                    size = value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+                    found[n.name] = size
+                    if state["keeping"] and (not kept or state["held"] + size <= keep_bytes):
+                        kept[n.name] = value.clone() if isinstance(value, torch.Tensor) else value
+                        state["held"] += size
+                    else:
+                        state["keeping"] = False
                 return value
 
         try:
             with _mode(self.reference, "eval"), _quiet_warnings(), torch.no_grad():
-                _Sizes(self.reference, graph=self.graph).run(*inputs)
+                _Measure(self.reference, graph=self.graph).run(*inputs)
         except Exception:  # noqa: BLE001 - sizes are an optimization; the chunks are sized as they go instead
-            return None
-        return found
+            return None, OrderedDict()
+        return found, kept
 
     def values(self, fx_names: Sequence[str], inputs: Sequence[torch.Tensor]) -> "OrderedDict[str, Any]":
         """``{fx name: value}`` of these nodes on ``inputs`` (each value as its node computed it)."""
@@ -809,8 +820,8 @@ def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs:
     loc.timings["plain run"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    sizes = eager.sizes([f for f, _ in todo], inputs)
-    loc.timings["sizes"] = time.perf_counter() - t0
+    sizes, first = eager.measure([f for f, _ in todo], inputs, chunk_bytes)
+    loc.timings["eager pass"] = time.perf_counter() - t0  # sizes, and the first chunk's values
 
     checks: list[NodeCheck] = []
     changed = 0.0
@@ -832,7 +843,9 @@ def _compare(loc: Localization, onnx_side: _Instrumented | _OpenVINOSide, pairs:
         for out_name, before in zip(onnx_side.outputs, plain):
             changed = max(changed, _range_diff(before, by_name[out_name]))
         t0 = time.perf_counter()
-        ref = eager.values([f for f, _ in chunk], inputs)
+        wanted = [f for f, _ in chunk]
+        ref = first if list(first) == wanted else eager.values(wanted, inputs)
+        first = OrderedDict()
         t_eager += time.perf_counter() - t0
         used = max(sum(int(getattr(a, "nbytes", 0)) for a in got[:len(dict.fromkeys(names))]), sum(
             t.numel() * t.element_size() for t in ref.values() if isinstance(t, torch.Tensor)))  # per side
